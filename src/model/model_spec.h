@@ -68,8 +68,10 @@ Result<ModelSpec> parse_model_config(const std::string& json_text, const std::st
 // Reads DIR/config.json and, if present, DIR/generation_config.json (whose eos_token_id wins).
 Result<ModelSpec> load_model_config(const std::string& model_dir);
 
-// Inverse frequencies for rotary embedding, [head_dim / 2], with rope_scaling applied exactly as
-// HF transformers computes them (in float64, then cast to float32).
+// Inverse frequencies for rotary embedding, [head_dim / 2], with rope_scaling applied as HF
+// transformers 5 computes them: step by step in float32, as its torch ops do (not in float64: that
+// differs from transformers by 1 ulp in about a quarter of the entries). Matches transformers
+// bit for bit except where torch's vectorized powf (<= 1 ulp) rounds a power the other way.
 std::vector<float> rope_inv_freq(const ModelSpec& spec);
 
 }  // namespace anvil

@@ -17,7 +17,8 @@ namespace anvil {
 struct CheckpointTensor {
   std::string name;
   std::string file;  // which file it lives in (for error messages)
-  Tensor view;       // points into the mmap; dtype bf16/f16/f32; device kCpu
+  Tensor view;       // points into the mmap (read-only); any safetensors dtype anvil maps (F32, F16,
+                     // BF16, F8_E4M3, F8_E5M2, I8, U8, I32, I64): loaders refuse what they cannot use
 };
 
 class SafetensorsFile {
@@ -38,7 +39,9 @@ class SafetensorsFile {
 
 class Checkpoint {
  public:
-  // Opens DIR/model.safetensors, or the shards named by DIR/model.safetensors.index.json.
+  // Opens the shards named by DIR/model.safetensors.index.json, else DIR/model.safetensors, else
+  // every DIR/*.safetensors; `model_dir` may also be one .safetensors file. A tensor name found in
+  // two files, a missing shard, or an index entry absent from its shard is an error.
   static Result<Checkpoint> open(const std::string& model_dir);
 
   bool contains(const std::string& name) const;
@@ -53,8 +56,11 @@ class Checkpoint {
   std::map<std::string, CheckpointTensor> index_;
 };
 
-// Writes tensors (CPU, any float dtype) to a .safetensors file, sorted by name, 8-byte aligned
-// data, optional __metadata__. Used by `anvil convert`, tests and tools.
+// Writes tensors (CPU; any dtype but int4) to a .safetensors file that the Python safetensors
+// library also reads: header keys sorted by name, optional __metadata__, the data section 8-byte
+// aligned and packed with no gaps, ordered by element size (largest first) then name so each tensor
+// starts at a multiple of its element size. Writes PATH.partial, then renames it to PATH.
+// Used by `anvil convert`, tests and tools.
 Status write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                          const std::map<std::string, std::string>& metadata = {});
 

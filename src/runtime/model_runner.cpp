@@ -1,0 +1,221 @@
+// ModelRunner: memory planning at creation, then a plain interpreter over the op list.
+#include "runtime/model_runner.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/logging.h"
+
+namespace anvil {
+
+Result<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend* backend, ModelDefinition def, WeightStore weights,
+                                                         const RunnerOptions& options) {
+  std::unique_ptr<ModelRunner> r(new ModelRunner());
+  r->backend_ = backend;
+  r->def_ = std::move(def);
+  r->weights_ = std::move(weights);
+  r->options_ = options;
+  RunnerOptions& o = r->options_;
+  const ModelSpec& spec = r->def_.spec;
+  if (o.max_num_tokens <= 0 || o.max_num_seqs <= 0) return invalid_argument("max_num_tokens and max_num_seqs must be positive");
+  if (o.max_logit_rows <= 0) o.max_logit_rows = o.max_num_seqs;
+  if (o.max_seq_len <= 0) o.max_seq_len = static_cast<int32_t>(spec.max_position_embeddings);
+  if (o.max_seq_len <= 0) return invalid_argument("max_seq_len is unknown: config.json has no max_position_embeddings");
+  if (o.block_size <= 0 || (o.block_size & (o.block_size - 1))) return invalid_argument("block_size must be a power of two");
+  r->max_blocks_per_seq_ = (o.max_seq_len + o.block_size - 1) / o.block_size;
+
+  // Weights by tensor id.
+  const Graph& g = r->def_.graph;
+  r->weight_of_.resize(g.tensors().size());
+  for (size_t id = 0; id < g.tensors().size(); ++id) {
+    const GraphTensor& t = g.tensors()[id];
+    if (t.kind != TensorKind::kWeight) continue;
+    Tensor w = r->weights_.get(t.name);
+    if (!w.defined()) return internal_error("graph weight '" + t.name + "' was not loaded");
+    if (!(w.shape == t.shape)) return internal_error("weight '" + t.name + "' shape mismatch with the graph");
+    r->weight_of_[id] = w;
+  }
+
+  // Activations.
+  r->plan_ = plan_memory(g, o.max_num_tokens, o.max_logit_rows, dtype_size(backend->compute_dtype()));
+  ANVIL_ASSIGN_OR_RETURN(r->arena_, DeviceBuffer::create(backend, static_cast<size_t>(r->plan_.arena_bytes)));
+  ANVIL_LOG_INFO("activations: %.1f MiB planned (%.1f MiB without reuse) for %d tokens/step",
+                 r->plan_.arena_bytes / 1048576.0, r->plan_.unplanned_bytes / 1048576.0, o.max_num_tokens);
+
+  // Metadata buffer layout.
+  size_t off = 0;
+  auto take = [&](size_t n) {
+    size_t at = off;
+    off += (n + 63) / 64 * 64;  // 256-byte aligned sections
+    return at;
+  };
+  r->off_ids_ = take(o.max_num_tokens);
+  r->off_pos_ = take(o.max_num_tokens);
+  r->off_starts_ = take(o.max_num_seqs + 1);
+  r->off_ctx_ = take(o.max_num_seqs);
+  r->off_slots_ = take(o.max_num_tokens);
+  r->off_rows_ = take(o.max_logit_rows);
+  r->off_tables_ = take(static_cast<size_t>(o.max_num_seqs) * r->max_blocks_per_seq_);
+  r->meta_host_.assign(off, 0);
+  ANVIL_ASSIGN_OR_RETURN(r->meta_, DeviceBuffer::create(backend, off * sizeof(int32_t)));
+
+  // KV cache: what is left after weights and activations.
+  int32_t blocks = o.num_kv_blocks;
+  const size_t per_block = KvCache::bytes_per_block(spec, o.block_size, backend->compute_dtype());
+  if (blocks <= 0) {
+    ANVIL_ASSIGN_OR_RETURN(MemoryInfo mem, backend->memory_info());
+    double budget = static_cast<double>(mem.free_bytes) * o.kv_memory_fraction;
+    int64_t cap = o.max_kv_bytes;
+    if (cap <= 0 && backend->device() == Device::kCpu) cap = int64_t{2} << 30;
+    if (cap > 0) budget = std::min(budget, static_cast<double>(cap));
+    blocks = static_cast<int32_t>(std::min<double>(budget / static_cast<double>(per_block), 1 << 30));
+    // Never more than every sequence at full length needs.
+    blocks = std::min<int64_t>(blocks, static_cast<int64_t>(r->max_blocks_per_seq_) * o.max_num_seqs + 1);
+  }
+  if (blocks < r->max_blocks_per_seq_ && blocks < 4) {
+    return out_of_memory("not enough memory for the KV cache: " + std::to_string(blocks) +
+                         " blocks fit; lower --max-num-tokens or free device memory");
+  }
+  ANVIL_ASSIGN_OR_RETURN(r->kv_, KvCache::create(backend, spec, blocks, o.block_size));
+  ANVIL_LOG_INFO("kv cache: %d blocks of %d tokens (%lld tokens, %.1f MiB)", blocks, o.block_size,
+                 static_cast<long long>(blocks) * o.block_size, blocks * per_block / 1048576.0);
+  return r;
+}
+
+Status ModelRunner::upload(const StepInput& s, BatchView* v, int32_t* num_logit_rows) {
+  const RunnerOptions& o = options_;
+  const int32_t t = static_cast<int32_t>(s.token_ids.size());
+  const int32_t n = static_cast<int32_t>(s.context_lens.size());
+  const int32_t rows = static_cast<int32_t>(s.logit_rows.size());
+  if (t <= 0 || t > o.max_num_tokens) return invalid_argument("step has " + std::to_string(t) + " tokens; the runner takes 1.." + std::to_string(o.max_num_tokens));
+  if (n <= 0 || n > o.max_num_seqs) return invalid_argument("step has " + std::to_string(n) + " sequences; the runner takes 1.." + std::to_string(o.max_num_seqs));
+  if (rows > o.max_logit_rows) return invalid_argument("step asks for " + std::to_string(rows) + " logit rows; max_logit_rows is " + std::to_string(o.max_logit_rows));
+  if (s.positions.size() != static_cast<size_t>(t) || s.slot_map.size() != static_cast<size_t>(t) ||
+      s.seq_starts.size() != static_cast<size_t>(n + 1) || s.block_tables.size() != static_cast<size_t>(n)) {
+    return invalid_argument("step input arrays have inconsistent lengths");
+  }
+  int32_t max_q = 0, max_ctx = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t q = s.seq_starts[i + 1] - s.seq_starts[i];
+    if (q <= 0 || s.context_lens[i] < q) return invalid_argument("sequence " + std::to_string(i) + " has a bad query or context length");
+    if (s.context_lens[i] > o.max_seq_len) return invalid_argument("sequence " + std::to_string(i) + " is longer than max_seq_len");
+    if (static_cast<int64_t>(s.block_tables[i].size()) * o.block_size < s.context_lens[i] ||
+        static_cast<int32_t>(s.block_tables[i].size()) > max_blocks_per_seq_) {
+      return invalid_argument("sequence " + std::to_string(i) + " has a block table that does not cover its context");
+    }
+    max_q = std::max(max_q, q);
+    max_ctx = std::max(max_ctx, s.context_lens[i]);
+  }
+  int32_t* h = meta_host_.data();
+  std::copy(s.token_ids.begin(), s.token_ids.end(), h + off_ids_);
+  std::copy(s.positions.begin(), s.positions.end(), h + off_pos_);
+  std::copy(s.seq_starts.begin(), s.seq_starts.end(), h + off_starts_);
+  std::copy(s.context_lens.begin(), s.context_lens.end(), h + off_ctx_);
+  std::copy(s.slot_map.begin(), s.slot_map.end(), h + off_slots_);
+  std::copy(s.logit_rows.begin(), s.logit_rows.end(), h + off_rows_);
+  for (int32_t i = 0; i < n; ++i) {
+    int32_t* row = h + off_tables_ + static_cast<size_t>(i) * max_blocks_per_seq_;
+    std::copy(s.block_tables[i].begin(), s.block_tables[i].end(), row);
+    std::fill(row + s.block_tables[i].size(), row + max_blocks_per_seq_, 0);
+  }
+  const size_t used = off_tables_ + static_cast<size_t>(n) * max_blocks_per_seq_;
+  ANVIL_RETURN_IF_ERROR(backend_->copy_h2d(meta_.get(), h, used * sizeof(int32_t)));
+  auto* d = static_cast<int32_t*>(meta_.get());
+  v->num_tokens = t;
+  v->num_seqs = n;
+  v->max_query_len = max_q;
+  v->max_context_len = max_ctx;
+  v->max_blocks_per_seq = max_blocks_per_seq_;
+  v->token_ids = d + off_ids_;
+  v->positions = d + off_pos_;
+  v->seq_starts = d + off_starts_;
+  v->context_lens = d + off_ctx_;
+  v->slot_map = d + off_slots_;
+  v->logit_rows = d + off_rows_;
+  v->block_tables = d + off_tables_;
+  *num_logit_rows = rows;
+  return Status::ok();
+}
+
+Tensor ModelRunner::activation(int id, int64_t num_tokens, int64_t num_logit_rows) const {
+  const GraphTensor& t = def_.graph.tensor(id);
+  const int64_t rows = t.rows == RowScale::kTokens ? num_tokens : num_logit_rows;
+  Shape s;
+  s.rank = t.shape.rank + 1;
+  s.dims[0] = rows;
+  for (int i = 0; i < t.shape.rank; ++i) s.dims[i + 1] = t.shape[i];
+  if (t.kind == TensorKind::kInput) {
+    auto* d = static_cast<int32_t*>(meta_.get());
+    int32_t* p = t.name == "token_ids" ? d + off_ids_ : d + off_rows_;
+    return Tensor(p, DType::kI32, s, backend_->device());
+  }
+  const DType dt = t.force_f32 ? DType::kF32 : backend_->compute_dtype();
+  return Tensor(static_cast<uint8_t*>(arena_.get()) + plan_.offsets[id], dt, s, backend_->device());
+}
+
+Status ModelRunner::run_node(const Node& n, const BatchView& view, int64_t nt, int64_t nr) {
+  auto in = [&](int i) -> Tensor {
+    const int id = n.inputs[i];
+    if (id < 0) return Tensor();
+    const GraphTensor& t = def_.graph.tensor(id);
+    if (t.kind == TensorKind::kWeight) return weight_of_[id];
+    return activation(id, nt, nr);
+  };
+  auto out = [&](int i) { return activation(n.outputs[i], nt, nr); };
+  switch (n.op) {
+    case OpKind::kEmbedding: return backend_->embedding(in(0), in(1), out(0));
+    case OpKind::kRmsNorm: {
+      Tensor residual = in(1);
+      return backend_->rms_norm(in(0), residual, in(2), n.attrs.eps, out(0));
+    }
+    case OpKind::kLinear: return backend_->linear(in(0), in(1), in(2), out(0));
+    case OpKind::kRopeKvWrite: {
+      const ModelSpec& s = def_.spec;
+      Tensor q = out(0).view({nt, s.num_heads, s.head_dim});
+      Tensor qkv = in(0);
+      return backend_->rope_kv_write(qkv, in(1), in(2), n.attrs.eps, in(3), n.attrs.attention_scaling, view, q,
+                                     kv_.layer(n.attrs.layer));
+    }
+    case OpKind::kAttention: {
+      const ModelSpec& s = def_.spec;
+      Tensor q = in(0).view({nt, s.num_heads, s.head_dim});
+      Tensor o = out(0).view({nt, s.num_heads, s.head_dim});
+      return backend_->attention(q, kv_.layer(n.attrs.layer), view, n.attrs.scale, o);
+    }
+    case OpKind::kActMul: return backend_->act_mul(in(0), n.attrs.act, out(0));
+    case OpKind::kGatherRows: return backend_->gather_rows(in(0), in(1), out(0));
+  }
+  return internal_error("unknown op");
+}
+
+Status ModelRunner::dump(const Node& n, int64_t nt, int64_t nr) {
+  for (int id : n.outputs) {
+    const std::string& name = def_.graph.tensor(id).name;
+    if (!dump_names_.count(name)) continue;
+    Tensor t = activation(id, nt, nr);
+    std::vector<uint8_t> raw(t.nbytes());
+    ANVIL_RETURN_IF_ERROR(backend_->copy_d2h(raw.data(), t.data, raw.size()));
+    DumpedTensor d;
+    d.shape = t.shape;
+    d.data.resize(static_cast<size_t>(t.numel()));
+    convert_to_f32(t.dtype, raw.data(), d.data.data(), d.data.size());
+    dumps_[name] = std::move(d);
+  }
+  return Status::ok();
+}
+
+Status ModelRunner::forward(const StepInput& step, Tensor* logits) {
+  BatchView view;
+  int32_t rows = 0;
+  ANVIL_RETURN_IF_ERROR(upload(step, &view, &rows));
+  dumps_.clear();
+  for (const Node& n : def_.graph.nodes()) {
+    Status st = run_node(n, view, view.num_tokens, rows);
+    if (!st.is_ok()) return st.with_context(std::string(op_kind_name(n.op)) + " '" + n.name + "'");
+    if (!dump_names_.empty()) ANVIL_RETURN_IF_ERROR(dump(n, view.num_tokens, rows));
+  }
+  *logits = activation(def_.graph.outputs()[0], view.num_tokens, rows);
+  return Status::ok();
+}
+
+}  // namespace anvil

@@ -1,0 +1,98 @@
+// ModelRunner: executes a ModelDefinition's op list on a Backend for one step's Batch.
+// It owns the weights, the KV cache pools, the planned activation arena and a metadata buffer
+// whose layout is fixed at creation, so BatchView pointers never change between steps (what a
+// captured CUDA graph needs). forward() queues work and returns the device logits; nothing in
+// it allocates.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "graph/graph.h"
+#include "model/archs/arch.h"
+#include "runtime/kv_cache/kv_cache.h"
+#include "runtime/weights.h"
+
+namespace anvil {
+
+struct RunnerOptions {
+  int32_t max_num_tokens = 2048;  // tokens per step
+  int32_t max_num_seqs = 64;      // sequences per step
+  int32_t max_logit_rows = 0;     // 0: max_num_seqs. Raise it to get logits at every position.
+  int32_t max_seq_len = 0;        // 0: the model's max_position_embeddings
+  int32_t block_size = 16;
+  int32_t num_kv_blocks = 0;      // 0: from kv_memory_fraction of free memory
+  double kv_memory_fraction = 0.90;  // of the memory free after weights and activations
+  int64_t max_kv_bytes = 0;       // 0: no cap (the CPU backend caps at 2 GiB by default)
+};
+
+// One step's batch on the host. See backend.h (BatchView) for the meaning of each field.
+struct StepInput {
+  std::vector<int32_t> token_ids;     // [num_tokens]
+  std::vector<int32_t> positions;     // [num_tokens]
+  std::vector<int32_t> seq_starts;    // [num_seqs + 1]
+  std::vector<int32_t> context_lens;  // [num_seqs]
+  std::vector<int32_t> slot_map;      // [num_tokens]
+  std::vector<int32_t> logit_rows;    // [num_logit_rows]
+  // [num_seqs][blocks]; each row padded to max_blocks_per_seq by the runner.
+  std::vector<std::vector<int32_t>> block_tables;
+};
+
+struct DumpedTensor {
+  Shape shape;
+  std::vector<float> data;
+};
+
+class ModelRunner {
+ public:
+  static Result<std::unique_ptr<ModelRunner>> create(Backend* backend, ModelDefinition def, WeightStore weights,
+                                                     const RunnerOptions& options);
+
+  // Runs one step. On success *logits is a device view [num_logit_rows, vocab] f32, valid until the
+  // next forward().
+  Status forward(const StepInput& step, Tensor* logits);
+
+  // Names of tensors to copy out after the op that writes them (all rows of the step).
+  void set_dump_names(std::set<std::string> names) { dump_names_ = std::move(names); }
+  const std::map<std::string, DumpedTensor>& dumps() const { return dumps_; }
+
+  const ModelSpec& spec() const { return def_.spec; }
+  const ModelDefinition& definition() const { return def_; }
+  Backend* backend() const { return backend_; }
+  KvCache& kv_cache() { return kv_; }
+  const RunnerOptions& options() const { return options_; }
+  int32_t max_blocks_per_seq() const { return max_blocks_per_seq_; }
+  const MemoryPlan& memory_plan() const { return plan_; }
+  size_t weight_bytes() const { return weights_.total_bytes(); }
+
+ private:
+  ModelRunner() = default;
+  Status upload(const StepInput& step, BatchView* view, int32_t* num_logit_rows);
+  Tensor activation(int id, int64_t num_tokens, int64_t num_logit_rows) const;
+  Status run_node(const Node& n, const BatchView& view, int64_t num_tokens, int64_t num_logit_rows);
+  Status dump(const Node& n, int64_t num_tokens, int64_t num_logit_rows);
+
+  Backend* backend_ = nullptr;
+  ModelDefinition def_;
+  WeightStore weights_;
+  RunnerOptions options_;
+  MemoryPlan plan_;
+  DeviceBuffer arena_;
+  KvCache kv_;
+  int32_t max_blocks_per_seq_ = 0;
+  std::vector<Tensor> weight_of_;  // tensor id -> weight view (empty for non-weights)
+
+  // Metadata: one int32 buffer, fixed layout (offsets in elements).
+  DeviceBuffer meta_;
+  std::vector<int32_t> meta_host_;
+  size_t off_ids_ = 0, off_pos_ = 0, off_starts_ = 0, off_ctx_ = 0, off_slots_ = 0, off_rows_ = 0, off_tables_ = 0;
+
+  std::set<std::string> dump_names_;
+  std::map<std::string, DumpedTensor> dumps_;
+};
+
+}  // namespace anvil

@@ -1,0 +1,81 @@
+// WeightStore::load: checkpoint tensors -> backend tensors, validated against the weight table.
+#include "runtime/weights.h"
+
+#include <set>
+#include <vector>
+
+namespace anvil {
+
+Tensor WeightStore::get(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? Tensor() : it->second;
+}
+
+Result<WeightStore> WeightStore::load(const ModelDefinition& def, const Checkpoint& ckpt, Backend* backend) {
+  WeightStore store;
+  std::set<std::string> used;
+  const std::string where = " in " + ckpt.dir();
+  for (const WeightSource& ws : def.weights) {
+    const DType target = ws.keep_f32 ? DType::kF32 : backend->compute_dtype();
+    const int64_t numel = ws.shape.numel();
+    std::vector<float> host(static_cast<size_t>(numel));
+    if (ws.computed) {
+      if (ws.name != "rope.inv_freq") return internal_error("no loader for computed weight " + ws.name);
+      std::vector<float> f = rope_inv_freq(def.spec);
+      if (static_cast<int64_t>(f.size()) != numel) return internal_error("rope.inv_freq has the wrong size");
+      host = std::move(f);
+    } else {
+      int64_t row = 0;
+      const int64_t row_elems = ws.shape.rank > 1 ? ws.shape.numel() / ws.shape[0] : 1;
+      for (const std::string& hf : ws.hf_names) {
+        auto t = ckpt.get(hf);
+        if (!t.is_ok()) return not_found("missing tensor '" + hf + "'" + where + " (needed for " + ws.name + ")");
+        const Tensor& v = t->view;
+        if (v.dtype != DType::kF32 && v.dtype != DType::kBF16 && v.dtype != DType::kF16) {
+          return invalid_argument("tensor '" + hf + "' in " + t->file + " has dtype " + std::string(dtype_name(v.dtype)) +
+                                  "; anvil loads f32, bf16 or f16 weights");
+        }
+        // Each source must match the target in every dim but the first.
+        bool shape_ok = v.rank() == ws.shape.rank && v.rank() >= 1;
+        for (int d = 1; shape_ok && d < v.rank(); ++d) shape_ok = v.dim(d) == ws.shape[d];
+        if (shape_ok) shape_ok = row + v.dim(0) <= ws.shape[0];
+        if (!shape_ok) {
+          return invalid_argument("tensor '" + hf + "' in " + t->file + " has shape " + v.shape.to_string() +
+                                  ", which does not fit " + ws.name + " " + ws.shape.to_string() +
+                                  " (check the config.json sizes)");
+        }
+        convert_to_f32(v.dtype, v.data, host.data() + row * row_elems, static_cast<size_t>(v.numel()));
+        row += v.dim(0);
+        used.insert(hf);
+      }
+      if (row != (ws.shape.rank > 0 ? ws.shape[0] : 1)) {
+        return invalid_argument("tensors for " + ws.name + where + " have " + std::to_string(row) + " rows in total, expected " +
+                                std::to_string(ws.shape[0]));
+      }
+    }
+    const size_t bytes = dtype_bytes_for(target, static_cast<size_t>(numel));
+    std::vector<uint8_t> converted(bytes);
+    convert_from_f32(target, host.data(), converted.data(), static_cast<size_t>(numel));
+    ANVIL_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::create(backend, bytes));
+    ANVIL_RETURN_IF_ERROR(backend->copy_h2d(buf.get(), converted.data(), bytes));
+    // copy_h2d may be asynchronous: the host buffer must outlive it.
+    ANVIL_RETURN_IF_ERROR(backend->synchronize());
+    store.tensors_[ws.name] = buf.tensor(target, ws.shape);
+    store.buffers_[ws.name] = std::move(buf);
+    store.total_bytes_ += bytes;
+  }
+  for (const std::string& name : ckpt.names()) {
+    if (used.count(name)) continue;
+    bool ignored = false;
+    for (const std::string& suffix : def.ignored_hf_suffixes) {
+      if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) ignored = true;
+    }
+    if (!ignored) {
+      return invalid_argument("unexpected tensor '" + name + "'" + where + ": the " + def.spec.architecture +
+                              " definition has no place for it (wrong architecture in config.json?)");
+    }
+  }
+  return store;
+}
+
+}  // namespace anvil
