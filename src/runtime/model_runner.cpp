@@ -23,6 +23,7 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend* backend, Model
   if (o.max_seq_len <= 0) return invalid_argument("max_seq_len is unknown: config.json has no max_position_embeddings");
   if (o.block_size <= 0 || (o.block_size & (o.block_size - 1))) return invalid_argument("block_size must be a power of two");
   r->max_blocks_per_seq_ = (o.max_seq_len + o.block_size - 1) / o.block_size;
+  r->graphs_supported_ = backend->device() == Device::kCuda;
 
   // Weights by tensor id.
   const Graph& g = r->def_.graph;
@@ -204,16 +205,82 @@ Status ModelRunner::dump(const Node& n, int64_t nt, int64_t nr) {
   return Status::ok();
 }
 
-Status ModelRunner::forward(const StepInput& step, Tensor* logits) {
-  BatchView view;
-  int32_t rows = 0;
-  ANVIL_RETURN_IF_ERROR(upload(step, &view, &rows));
-  dumps_.clear();
+Status ModelRunner::run_nodes(const BatchView& view, int32_t rows) {
   for (const Node& n : def_.graph.nodes()) {
     Status st = run_node(n, view, view.num_tokens, rows);
     if (!st.is_ok()) return st.with_context(std::string(op_kind_name(n.op)) + " '" + n.name + "'");
     if (!dump_names_.empty()) ANVIL_RETURN_IF_ERROR(dump(n, view.num_tokens, rows));
   }
+  return Status::ok();
+}
+
+int32_t ModelRunner::graph_bucket(int32_t n) const {
+  int32_t b = n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : (n + 7) / 8 * 8;
+  return b <= options_.max_num_seqs && b <= options_.max_num_tokens && b <= options_.max_logit_rows ? b : -1;
+}
+
+Status ModelRunner::forward_graph(const StepInput& step, Tensor* logits, bool* used) {
+  *used = false;
+  const int32_t n = static_cast<int32_t>(step.context_lens.size());
+  if (!options_.use_graphs || !graphs_supported_ || !dump_names_.empty()) return Status::ok();
+  if (static_cast<int32_t>(step.token_ids.size()) != n || static_cast<int32_t>(step.logit_rows.size()) != n) return Status::ok();
+  for (int32_t i = 0; i < n; ++i)
+    if (step.logit_rows[i] != i) return Status::ok();
+  const int32_t bucket = graph_bucket(n);
+  if (bucket < 0) return Status::ok();
+  // Pad to the bucket: dummy sequences of one token at position 0 that write nothing.
+  padded_ = step;
+  for (int32_t i = n; i < bucket; ++i) {
+    padded_.token_ids.push_back(0);
+    padded_.positions.push_back(0);
+    padded_.slot_map.push_back(-1);
+    padded_.seq_starts.push_back(i + 1);
+    padded_.context_lens.push_back(1);
+    padded_.logit_rows.push_back(i);
+    padded_.block_tables.push_back({0});
+  }
+  BatchView view;
+  int32_t rows = 0;
+  ANVIL_RETURN_IF_ERROR(upload(padded_, &view, &rows));
+  // Hints fixed per bucket, so the captured launch shapes stay valid for every replay.
+  view.max_query_len = 1;
+  view.max_context_len = options_.max_seq_len;
+  auto it = graph_of_bucket_.find(bucket);
+  if (it == graph_of_bucket_.end()) {
+    // One eager run first: lets every op size its scratch and pick its algorithms outside capture.
+    ANVIL_RETURN_IF_ERROR(run_nodes(view, rows));
+    Status st = backend_->begin_capture();
+    if (st.code() == StatusCode::kUnsupported) {
+      graphs_supported_ = false;
+      *logits = activation(def_.graph.outputs()[0], n, n);
+      *used = true;  // the eager run above already did this step
+      return Status::ok();
+    }
+    ANVIL_RETURN_IF_ERROR(st);
+    Status run = run_nodes(view, rows);
+    Result<int> id = backend_->end_capture();
+    ANVIL_RETURN_IF_ERROR(run.with_context("capturing the decode graph for batch " + std::to_string(bucket)));
+    if (!id.is_ok()) return id.status();
+    graph_of_bucket_[bucket] = *id;
+    ANVIL_LOG_DEBUG("captured decode graph for batch size %d", bucket);
+    it = graph_of_bucket_.find(bucket);
+  }
+  ANVIL_RETURN_IF_ERROR(backend_->replay(it->second));
+  Tensor full = activation(def_.graph.outputs()[0], bucket, bucket);
+  *logits = full.rows(0, n);
+  *used = true;
+  return Status::ok();
+}
+
+Status ModelRunner::forward(const StepInput& step, Tensor* logits) {
+  dumps_.clear();
+  bool used = false;
+  ANVIL_RETURN_IF_ERROR(forward_graph(step, logits, &used));
+  if (used) return Status::ok();
+  BatchView view;
+  int32_t rows = 0;
+  ANVIL_RETURN_IF_ERROR(upload(step, &view, &rows));
+  ANVIL_RETURN_IF_ERROR(run_nodes(view, rows));
   *logits = activation(def_.graph.outputs()[0], view.num_tokens, rows);
   return Status::ok();
 }

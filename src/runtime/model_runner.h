@@ -28,6 +28,9 @@ struct RunnerOptions {
   int32_t num_kv_blocks = 0;      // 0: from kv_memory_fraction of free memory
   double kv_memory_fraction = 0.90;  // of the memory free after weights and activations
   int64_t max_kv_bytes = 0;       // 0: no cap (the CPU backend caps at 2 GiB by default)
+  // Decode-only steps run as CUDA graphs captured per batch-size bucket (backends that support
+  // capture). Buckets: 1, 2, 4, 8, then multiples of 8 up to max_num_seqs.
+  bool use_graphs = true;
 };
 
 // One step's batch on the host. See backend.h (BatchView) for the meaning of each field.
@@ -75,6 +78,11 @@ class ModelRunner {
   Tensor activation(int id, int64_t num_tokens, int64_t num_logit_rows) const;
   Status run_node(const Node& n, const BatchView& view, int64_t num_tokens, int64_t num_logit_rows);
   Status dump(const Node& n, int64_t num_tokens, int64_t num_logit_rows);
+  Status run_nodes(const BatchView& view, int32_t rows);
+  // Decode-only step of n sequences through the graph of the smallest bucket >= n, padding the
+  // batch with dummy sequences (slot -1: no cache write). false in *used when not applicable.
+  Status forward_graph(const StepInput& step, Tensor* logits, bool* used);
+  int32_t graph_bucket(int32_t n) const;
 
   Backend* backend_ = nullptr;
   ModelDefinition def_;
@@ -90,6 +98,10 @@ class ModelRunner {
   DeviceBuffer meta_;
   std::vector<int32_t> meta_host_;
   size_t off_ids_ = 0, off_pos_ = 0, off_starts_ = 0, off_ctx_ = 0, off_slots_ = 0, off_rows_ = 0, off_tables_ = 0;
+
+  std::map<int32_t, int> graph_of_bucket_;  // bucket -> backend graph id
+  bool graphs_supported_ = true;
+  StepInput padded_;
 
   std::set<std::string> dump_names_;
   std::map<std::string, DumpedTensor> dumps_;

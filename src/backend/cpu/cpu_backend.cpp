@@ -281,12 +281,11 @@ int32_t sample_row_reference(float* logits, int64_t vocab, const SamplingBatch& 
   double raw_sum = 0;
   for (int64_t i = 0; i < vocab; ++i) raw_sum += std::exp(static_cast<double>(logits[i] - raw_max));
   const double raw_lse = raw_max + std::log(raw_sum);
-  std::vector<std::pair<int32_t, float>> touched;
+  const std::vector<float> raw(logits, logits + vocab);  // logits are modified in place below
   if (p.any_bias && p.bias_offsets) {
     for (int32_t e = p.bias_offsets[row]; e < p.bias_offsets[row + 1]; ++e) {
       const int32_t id = p.bias_token_ids[e];
       if (id < 0 || id >= vocab) continue;
-      touched.emplace_back(id, logits[id]);  // the first entry per id keeps the raw value
       logits[id] += p.bias_values[e];
     }
   }
@@ -298,18 +297,12 @@ int32_t sample_row_reference(float* logits, int64_t vocab, const SamplingBatch& 
     for (int32_t e = p.penalty_offsets[row]; e < p.penalty_offsets[row + 1]; ++e) {
       const int32_t id = p.penalty_token_ids[e];
       if (id < 0 || id >= vocab) continue;
-      touched.emplace_back(id, logits[id]);
       float& l = logits[id];
       if (rep != 1.0f) l = l > 0 ? l / rep : l * rep;
       const int32_t count = p.penalty_output_counts[e];
       l -= pres * (count > 0 ? 1.0f : 0.0f) + freq * static_cast<float>(count);
     }
   }
-  auto raw_value_of = [&](int32_t id) {
-    for (auto& [tid, v] : touched)
-      if (tid == id) return v;
-    return logits[id];
-  };
 
   const float temp = p.temperature ? p.temperature[row] : 0.0f;
   int32_t chosen = 0;
@@ -363,7 +356,7 @@ int32_t sample_row_reference(float* logits, int64_t vocab, const SamplingBatch& 
       }
     }
   }
-  if (logprob) *logprob = static_cast<float>(raw_value_of(chosen) - raw_lse);
+  if (logprob) *logprob = static_cast<float>(raw[chosen] - raw_lse);
   return chosen;
 }
 

@@ -1,0 +1,298 @@
+// Host launchers for paged attention: argument checks, dtype / head_dim / group dispatch, the
+// decode split choice and the routing of rows between the decode and prefill kernels.
+// Routing (kAuto): sequences with q_len == 1 go to the split-KV decode kernel, the others to the
+// prefill kernel; in a mixed batch both launch and each skips the other's sequences.
+#include "backend/cuda/ops/attention.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels/attention/attention_decode.cuh"
+#include "backend/cuda/kernels/attention/attention_prefill.cuh"
+#include "backend/cuda/kernels/attention/attention_reference.cuh"
+
+namespace anvil::cuda {
+namespace {
+
+using attn::AttentionParams;
+
+int multiprocessor_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) {
+    cudaGetLastError();  // clear: fall back to a typical count
+    return 132;
+  }
+  return sms;
+}
+
+// Decode splits. kTargetCtas bounds num_seqs * Hkv * splits with a constant (not the SM count) so
+// that the workspace bound attention_workspace_bytes gives is independent of the device.
+constexpr int kTargetCtas = 1024;
+constexpr int kMinPartition = 64;
+constexpr int kMaxSplits = 128;
+constexpr int kSplitOverheadTiles = 2;  // fixed cost of a split (start-up, combine), in key tiles
+constexpr int kPrefillWarps = 4;
+constexpr int kPrefillCtasPerSm = 2;
+constexpr int kMaxDecodeGroup = 32;
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+template <typename Kernel>
+Status set_smem(Kernel kernel, size_t bytes, const char* name) {
+  return cuda_status(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
+}
+
+void choose_splits(const AttentionLaunch& p, int slots, AttentionParams& prm);
+
+template <typename T, int D, int kMaxG>
+Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
+  using Shape = attn::DecodeShape<D, kMaxG>;
+  constexpr size_t smem = Shape::template smem_bytes<T>();
+  auto kernel = attn::attention_decode_kernel<T, D, kMaxG>;
+  ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_decode_kernel)"));
+  // Resident CTAs per SM: a property of the kernel and the architecture, asked once (all GPUs of
+  // a process are assumed to be of one architecture).
+  static const int ctas_per_sm = [&] {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, attn::kDecodeThreads, smem) != cudaSuccess || n <= 0) {
+      cudaGetLastError();
+      n = 2;
+    }
+    return n;
+  }();
+  choose_splits(p, ctas_per_sm * multiprocessor_count(), prm);
+  const dim3 grid(prm.num_seqs, prm.num_kv_heads, prm.num_splits);
+  kernel<<<grid, attn::kDecodeThreads, smem, stream>>>(prm);
+  ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_kernel"));
+  if (prm.num_splits > 1) {
+    attn::attention_decode_combine_kernel<T, D><<<dim3(prm.num_seqs, prm.num_heads), 32, 0, stream>>>(prm);
+    ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_combine_kernel"));
+  }
+  return Status::ok();
+}
+
+template <typename T, int D>
+Status launch_decode(const AttentionLaunch& p, const AttentionParams& prm, cudaStream_t stream) {
+  if (prm.group <= 1) return launch_decode_g<T, D, 1>(p, prm, stream);
+  if (prm.group <= 2) return launch_decode_g<T, D, 2>(p, prm, stream);
+  if (prm.group <= 4) return launch_decode_g<T, D, 4>(p, prm, stream);
+  if (prm.group <= 8) return launch_decode_g<T, D, 8>(p, prm, stream);
+  if (prm.group <= 16) return launch_decode_g<T, D, 16>(p, prm, stream);
+  return launch_decode_g<T, D, kMaxDecodeGroup>(p, prm, stream);
+}
+
+template <typename T, int D, int kMTiles>
+Status launch_prefill_mt(const AttentionParams& prm, int64_t tiles, cudaStream_t stream) {
+  using Shape = attn::PrefillShape<D, kPrefillWarps, kMTiles>;
+  constexpr size_t smem = Shape::template smem_bytes<T>();
+  auto kernel = attn::attention_prefill_kernel<T, D, kPrefillWarps, kMTiles>;
+  ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_prefill_kernel)"));
+  const dim3 grid(static_cast<unsigned>(tiles), prm.num_seqs, prm.num_kv_heads);
+  kernel<<<grid, Shape::kThreads, smem, stream>>>(prm);
+  return check_launch("attention: attention_prefill_kernel");
+}
+
+// Query rows per warp: 32 (twice the MMAs per shared-memory read; 292 vs 241 TFLOP/s on an 8k
+// prefill) unless its grid would leave SMs idle, as short chunks do: then 16, which doubles the
+// CTAs. kPrefillCtasPerSm is the residency of the 32-row kernel (255 registers, 96 KB).
+template <typename T, int D>
+Status launch_prefill(const AttentionParams& prm, int max_query_len, int warp_rows, cudaStream_t stream) {
+  constexpr int64_t kRows16 = attn::PrefillShape<D, kPrefillWarps, 1>::kRows;
+  constexpr int64_t kRows32 = attn::PrefillShape<D, kPrefillWarps, 2>::kRows;
+  const int64_t rows = static_cast<int64_t>(max_query_len) * prm.group;
+  const int64_t tiles32 = (rows + kRows32 - 1) / kRows32;
+  if (warp_rows == 0) {
+    const int64_t ctas32 = tiles32 * prm.num_seqs * prm.num_kv_heads;
+    warp_rows = ctas32 >= static_cast<int64_t>(kPrefillCtasPerSm) * multiprocessor_count() ? 32 : 16;
+  }
+  if (warp_rows == 16) return launch_prefill_mt<T, D, 1>(prm, (rows + kRows16 - 1) / kRows16, stream);
+  return launch_prefill_mt<T, D, 2>(prm, tiles32, stream);
+}
+
+template <typename T>
+Status launch_reference(const AttentionParams& prm, int num_tokens, int head_dim, cudaStream_t stream) {
+  attn::attention_reference_kernel<T><<<dim3(num_tokens, prm.num_heads), head_dim, 0, stream>>>(prm, head_dim);
+  return check_launch("attention: attention_reference_kernel");
+}
+
+// Keys per split for `splits` splits of max_ctx keys: a whole number of decode tiles.
+int partition_for(int max_ctx, int splits) {
+  return ceil_div(ceil_div(std::max(1, max_ctx), splits), attn::kDecodeTileKeys) * attn::kDecodeTileKeys;
+}
+
+// Number of decode splits and keys per split for this batch. Automatic choice: the split count
+// that minimizes waves(s) * (tiles per split + kSplitOverheadTiles), where a wave is `slots`
+// resident CTAs; each split has at least kMinPartition keys; the workspace caps the count. Only
+// speed depends on it, never results beyond rounding.
+void choose_splits(const AttentionLaunch& p, int slots, AttentionParams& prm) {
+  const BatchView& b = p.batch;
+  const int max_ctx = std::max(1, b.max_context_len);
+  int splits = 1;
+  if (p.workspace != nullptr && max_ctx > kMinPartition) {
+    const int base = std::max(1, b.num_seqs * p.num_kv_heads);
+    const size_t per_split = static_cast<size_t>(b.num_seqs) * p.num_heads * (p.head_dim + 1) * sizeof(float);
+    const int limit = static_cast<int>(std::min<size_t>(
+        {static_cast<size_t>(ceil_div(kTargetCtas, base)), static_cast<size_t>(ceil_div(max_ctx, kMinPartition)),
+         static_cast<size_t>(kMaxSplits), p.workspace_bytes / per_split}));
+    if (p.decode_splits > 0) {
+      splits = std::min(p.decode_splits, limit);
+    } else {
+      int64_t best_cost = INT64_MAX;
+      for (int s = 1; s <= limit; ++s) {
+        const int part = partition_for(max_ctx, s);
+        const int64_t ctas = static_cast<int64_t>(base) * ceil_div(max_ctx, part);
+        const int64_t waves = (ctas + std::max(1, slots) - 1) / std::max(1, slots);
+        const int64_t cost = waves * (part / attn::kDecodeTileKeys + kSplitOverheadTiles);
+        if (cost < best_cost) {
+          best_cost = cost;
+          splits = s;
+        }
+      }
+    }
+    splits = std::max(1, splits);
+  }
+  const int partition = partition_for(max_ctx, splits);
+  splits = ceil_div(max_ctx, partition);  // drop splits that rounding left empty
+  prm.num_splits = splits;
+  prm.partition_size = partition;
+  if (splits > 1) {
+    prm.partial_out = static_cast<float*>(p.workspace);
+    prm.partial_lse = prm.partial_out + static_cast<size_t>(b.num_seqs) * p.num_heads * splits * p.head_dim;
+  }
+}
+
+template <typename T, int D>
+Status dispatch(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
+  const BatchView& b = p.batch;
+  const bool decode_ok = prm.group <= kMaxDecodeGroup;
+  switch (p.path) {
+    case AttentionPath::kReference:
+      return launch_reference<T>(prm, b.num_tokens, D, stream);
+    case AttentionPath::kPrefill:
+      prm.min_query_len = 1;
+      prm.max_query_len = b.max_query_len;
+      return launch_prefill<T, D>(prm, b.max_query_len, p.prefill_warp_rows, stream);
+    case AttentionPath::kDecode:
+      if (b.max_query_len != 1) {
+        return invalid_argument("attention: AttentionPath::kDecode needs batch.max_query_len == 1, got " +
+                                std::to_string(b.max_query_len));
+      }
+      if (!decode_ok) {
+        return unsupported("attention: decode kernel serves at most " + std::to_string(kMaxDecodeGroup) +
+                           " query heads per KV head, got " + std::to_string(prm.group));
+      }
+      return launch_decode<T, D>(p, prm, stream);
+    case AttentionPath::kAuto:
+      break;
+  }
+  if (decode_ok) {
+    const Status decoded = launch_decode<T, D>(p, prm, stream);
+    if (!decoded.is_ok()) return decoded;
+    if (b.max_query_len <= 1) return Status::ok();
+    prm.min_query_len = 2;
+  } else {
+    prm.min_query_len = 1;
+  }
+  prm.max_query_len = b.max_query_len;
+  return launch_prefill<T, D>(prm, b.max_query_len, p.prefill_warp_rows, stream);
+}
+
+template <typename T>
+Status dispatch_dim(const AttentionLaunch& p, const AttentionParams& prm, cudaStream_t stream) {
+  if (p.head_dim == 64) return dispatch<T, 64>(p, prm, stream);
+  return dispatch<T, 128>(p, prm, stream);
+}
+
+bool is_pow2(int v) { return v > 0 && (v & (v - 1)) == 0; }
+
+}  // namespace
+
+size_t attention_workspace_bytes(int max_seqs, int num_heads, int num_kv_heads, int head_dim) {
+  if (max_seqs <= 0 || num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0) return 0;
+  // choose_splits keeps num_seqs * splits <= num_seqs + kTargetCtas / Hkv (rounded up).
+  const size_t rows = static_cast<size_t>(max_seqs) + static_cast<size_t>(ceil_div(kTargetCtas, num_kv_heads));
+  return rows * static_cast<size_t>(num_heads) * (static_cast<size_t>(head_dim) + 1) * sizeof(float);
+}
+
+Status launch_attention(const AttentionLaunch& p, cudaStream_t stream) {
+  const BatchView& b = p.batch;
+  if (p.dtype != DType::kBF16 && p.dtype != DType::kF16) {
+    return unsupported("attention: dtype " + std::string(dtype_name(p.dtype)) + " (CUDA attention takes bf16 or f16)");
+  }
+  if (p.head_dim != 64 && p.head_dim != 128) {
+    return unsupported("attention: head_dim " + std::to_string(p.head_dim) + " (CUDA attention supports 64 and 128)");
+  }
+  if (!is_pow2(p.block_size) || p.block_size > 1024) {
+    return invalid_argument("attention: KV block_size " + std::to_string(p.block_size) +
+                            " must be a power of two (16, 32 or 64 are typical)");
+  }
+  if (p.num_heads <= 0 || p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) {
+    return invalid_argument("attention: num_heads " + std::to_string(p.num_heads) +
+                            " must be a positive multiple of num_kv_heads " + std::to_string(p.num_kv_heads));
+  }
+  if (b.num_seqs < 0 || b.num_tokens < 0 || b.max_query_len < 0 || b.max_context_len < 0) {
+    return invalid_argument("attention: negative batch hint");
+  }
+  if (b.num_seqs == 0 || b.num_tokens == 0) return Status::ok();
+  if (b.num_seqs > 65535 || p.num_kv_heads > 65535 || p.num_heads > 65535) {
+    return unsupported("attention: num_seqs " + std::to_string(b.num_seqs) + " / heads beyond the 65535 grid limit");
+  }
+  if (b.max_query_len <= 0) {
+    return invalid_argument("attention: batch.max_query_len hint is 0 with " + std::to_string(b.num_tokens) +
+                            " tokens");
+  }
+  if (!p.q || !p.out || !p.k_cache || !p.v_cache || !b.seq_starts || !b.context_lens || !b.block_tables) {
+    return invalid_argument("attention: null q, out, k/v cache, seq_starts, context_lens or block_tables");
+  }
+  if (p.decode_splits < 0 || (p.prefill_warp_rows != 0 && p.prefill_warp_rows != 16 && p.prefill_warp_rows != 32)) {
+    return invalid_argument("attention: decode_splits " + std::to_string(p.decode_splits) + " / prefill_warp_rows " +
+                            std::to_string(p.prefill_warp_rows) + " (0 = automatic; warp rows 16 or 32)");
+  }
+  if (p.workspace_bytes > 0 && p.workspace == nullptr) {
+    return invalid_argument("attention: workspace_bytes > 0 with a null workspace");
+  }
+
+  AttentionParams prm{};
+  prm.q = p.q;
+  prm.out = p.out;
+  prm.k_cache = p.k_cache;
+  prm.v_cache = p.v_cache;
+  prm.seq_starts = b.seq_starts;
+  prm.context_lens = b.context_lens;
+  prm.block_tables = b.block_tables;
+  prm.num_seqs = b.num_seqs;
+  prm.num_heads = p.num_heads;
+  prm.num_kv_heads = p.num_kv_heads;
+  prm.group = p.num_heads / p.num_kv_heads;
+  prm.block_size_log2 = __builtin_ctz(static_cast<unsigned>(p.block_size));
+  prm.max_blocks_per_seq = b.max_blocks_per_seq;
+  prm.scale = p.scale;
+  prm.scale_log2 = p.scale * 1.4426950408889634f;
+  prm.min_query_len = 1;
+  prm.max_query_len = 1;
+  prm.num_splits = 1;
+  prm.partition_size = std::max(1, b.max_context_len);
+
+  switch (p.dtype) {
+    case DType::kBF16:
+      return dispatch_dim<__nv_bfloat16>(p, prm, stream);
+    case DType::kF16:
+      return dispatch_dim<__half>(p, prm, stream);
+    case DType::kF32:
+    case DType::kF8E4M3:
+    case DType::kF8E5M2:
+    case DType::kI8:
+    case DType::kI4:
+    case DType::kI32:
+    case DType::kI64:
+    case DType::kU8:
+      break;
+  }
+  return unsupported("attention: dtype " + std::string(dtype_name(p.dtype)));
+}
+
+}  // namespace anvil::cuda

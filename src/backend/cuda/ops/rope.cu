@@ -1,0 +1,51 @@
+// Launcher for kernels/rope/rope_kv_write.cuh: validates the head geometry and picks the number
+// of warps per token (one per head, at most 16; warps loop over the remaining heads).
+#include <algorithm>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels/rope/rope_kv_write.cuh"
+#include "backend/cuda/ops/elementwise.h"
+
+namespace anvil::cuda {
+
+Status launch_rope_kv_write(const RopeKvLaunch& a, cudaStream_t stream) {
+  if (a.num_tokens == 0) return Status::ok();
+  if (a.head_dim <= 0 || a.head_dim % 4 != 0 || a.head_dim / 2 > 32 * kern::kRopeMaxPairsPerLane) {
+    return unsupported("rope_kv_write: head_dim " + std::to_string(a.head_dim) + " (multiples of 4 up to 256 supported)");
+  }
+  if (a.block_size <= 0) return invalid_argument("rope_kv_write: kv cache block_size must be > 0");
+  kern::RopeKvParams p;
+  p.qkv = static_cast<const uint16_t*>(a.qkv);
+  p.q_norm = static_cast<const uint16_t*>(a.q_norm);
+  p.k_norm = static_cast<const uint16_t*>(a.k_norm);
+  p.eps = a.eps;
+  p.inv_freq = a.inv_freq;
+  p.scaling = a.scaling;
+  p.positions = a.positions;
+  p.slot_map = a.slot_map;
+  p.q_out = static_cast<uint16_t*>(a.q_out);
+  p.k_cache = static_cast<uint16_t*>(a.k_cache);
+  p.v_cache = static_cast<uint16_t*>(a.v_cache);
+  p.num_tokens = a.num_tokens;
+  p.num_heads = a.num_heads;
+  p.num_kv_heads = a.num_kv_heads;
+  p.head_dim = a.head_dim;
+  p.block_size = a.block_size;
+  const int heads = a.num_heads + 2 * a.num_kv_heads;
+  const int threads = 32 * std::min(16, heads);
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(a.qkv) | reinterpret_cast<uintptr_t>(a.q_out) |
+                         reinterpret_cast<uintptr_t>(a.k_cache) | reinterpret_cast<uintptr_t>(a.v_cache);
+  const bool pairs = bits % 4 == 0;
+  if (a.dtype == DType::kBF16) {
+    if (pairs) kern::rope_kv_write_kernel<kern::Bf16, true><<<a.num_tokens, threads, 0, stream>>>(p);
+    else kern::rope_kv_write_kernel<kern::Bf16, false><<<a.num_tokens, threads, 0, stream>>>(p);
+  } else if (a.dtype == DType::kF16) {
+    if (pairs) kern::rope_kv_write_kernel<kern::F16, true><<<a.num_tokens, threads, 0, stream>>>(p);
+    else kern::rope_kv_write_kernel<kern::F16, false><<<a.num_tokens, threads, 0, stream>>>(p);
+  } else {
+    return unsupported("rope_kv_write: dtype " + std::string(dtype_name(a.dtype)));
+  }
+  return check_launch("rope_kv_write_kernel");
+}
+
+}  // namespace anvil::cuda
