@@ -1,0 +1,213 @@
+// build_engine: define the model, run the passes over its Graph, convert every kept weight to the
+// target dtype (f32 via the same gather as WeightStore::load, so an engine holds exactly the bytes
+// a direct load would upload) and write the file one weight at a time.
+#include "build/engine_builder.h"
+
+#include <cctype>
+#include <chrono>
+#include <filesystem>
+#include <set>
+
+#include "build/passes/dead_code.h"
+#include "build/passes/gemm_autotune.h"
+#include "build/passes/tuning_cache.h"
+#include "core/logging.h"
+#include "core/thread_pool.h"
+#include "runtime/weights.h"
+
+namespace anvil {
+
+std::string dtype_option_name(DType t) { return t == DType::kF16 ? "fp16" : std::string(dtype_name(t)); }
+
+std::string gpu_arch_from_device_name(const std::string& name) {
+  const size_t at = name.rfind("sm_");
+  if (at == std::string::npos) return "";
+  size_t end = at + 3;
+  while (end < name.size() && std::isalnum(static_cast<unsigned char>(name[end]))) ++end;
+  return end > at + 3 ? name.substr(at, end - at) : "";
+}
+
+Status resolve_build_options(const ModelSpec& spec, EngineBuildOptions* o) {
+  switch (o->backend) {
+    case BackendKind::kCpu:
+      if (o->dtype != DType::kF32) {
+        return invalid_argument("--dtype " + dtype_option_name(o->dtype) +
+                                ": the CPU backend computes in f32; use --dtype f32 for --backend cpu");
+      }
+      o->cuda_arch = 0;
+      break;
+    case BackendKind::kCuda:
+      if (o->dtype != DType::kBF16 && o->dtype != DType::kF16) {
+        return invalid_argument("--dtype " + dtype_option_name(o->dtype) +
+                                ": the CUDA backend computes in bf16 or fp16; use --dtype bf16 or --dtype fp16");
+      }
+      if (o->cuda_arch < 0 || o->cuda_arch > 200) {
+        return invalid_argument("--cuda-arch " + std::to_string(o->cuda_arch) + " is not a GPU architecture (e.g. 90 for sm_90)");
+      }
+      break;
+  }
+  if (o->max_batch <= 0) return invalid_argument("--max-batch must be positive");
+  if (o->max_num_tokens <= 0) return invalid_argument("--max-num-tokens must be positive");
+  if (o->kv_block_size <= 0 || o->kv_block_size > 256 || (o->kv_block_size & (o->kv_block_size - 1))) {
+    return invalid_argument("--kv-block-size " + std::to_string(o->kv_block_size) + " must be a power of two up to 256");
+  }
+  if (o->max_seq_len < 0) return invalid_argument("--max-seq-len must not be negative");
+  if (o->max_seq_len == 0) {
+    if (spec.max_position_embeddings <= 0 || spec.max_position_embeddings > (int64_t{1} << 30)) {
+      return invalid_argument("config.json gives no usable max_position_embeddings; pass --max-seq-len");
+    }
+    o->max_seq_len = static_cast<int32_t>(spec.max_position_embeddings);
+  }
+  return Status::ok();
+}
+
+Result<BuildReport> build_engine(const std::string& model_dir, const EngineBuildOptions& options,
+                                 const std::string& out_path, Backend* device) {
+  ANVIL_ASSIGN_OR_RETURN(ModelSpec spec, load_model_config(model_dir));
+  ANVIL_ASSIGN_OR_RETURN(ModelDefinition def, define_model(spec));
+  ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::open(model_dir));
+  return build_engine_from_definition(std::move(def), ckpt, options, out_path, device);
+}
+
+Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Checkpoint& ckpt, EngineBuildOptions o,
+                                                 const std::string& out_path, Backend* device) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ANVIL_RETURN_IF_ERROR(resolve_build_options(def.spec, &o));
+  EngineHeader h;
+  h.anvil_version = ANVIL_VERSION;
+  std::error_code ec;
+  const std::filesystem::path src = std::filesystem::absolute(ckpt.dir(), ec);
+  h.source_model_dir = ec ? ckpt.dir() : src.lexically_normal().string();
+  h.spec = def.spec;
+  h.options = o;
+  h.device_name = device ? device->name() : o.backend == BackendKind::kCpu ? "cpu" : "";
+  switch (o.backend) {
+    case BackendKind::kCpu:
+      if (device && device->device() != Device::kCpu) {
+        return invalid_argument("a CPU engine is built beside a CPU backend, not " + device->name());
+      }
+      break;
+    case BackendKind::kCuda: {
+      const std::string found = device && device->device() == Device::kCuda ? gpu_arch_from_device_name(device->name()) : "";
+      if (o.cuda_arch > 0) {
+        h.gpu_arch = "sm_" + std::to_string(o.cuda_arch);
+        if (!found.empty() && found != h.gpu_arch && found != h.gpu_arch + "a") {
+          return invalid_argument("--cuda-arch " + std::to_string(o.cuda_arch) + " does not match the GPU present (" + found +
+                                  "); drop --cuda-arch to build for this GPU");
+        }
+      } else if (!found.empty()) {
+        h.gpu_arch = found;
+      } else {
+        return invalid_argument("no GPU visible to read the architecture from: pass --cuda-arch (e.g. --cuda-arch 90 for sm_90)");
+      }
+      break;
+    }
+  }
+
+  // Pass: dead-tensor elimination, then keep only the weights the graph still reads.
+  DeadCodeReport dce;
+  h.graph = eliminate_dead_code(def.graph, &dce);
+  h.dce_ops_removed = dce.ops_removed;
+  h.dce_tensors_removed = dce.tensors_removed;
+  std::set<std::string> graph_weights;
+  for (const GraphTensor& t : h.graph.tensors())
+    if (t.kind == TensorKind::kWeight) graph_weights.insert(t.name);
+  std::set<std::string> table_names;
+  std::vector<const WeightSource*> kept;
+  std::set<std::string> expected_hf;  // every HF tensor the definition places, used or not
+  for (const WeightSource& ws : def.weights) {
+    table_names.insert(ws.name);
+    for (const std::string& hf : ws.hf_names) expected_hf.insert(hf);
+    if (graph_weights.count(ws.name)) {
+      kept.push_back(&ws);
+    } else {
+      h.dce_weights_removed.push_back(ws.name);
+    }
+  }
+  for (const std::string& name : graph_weights) {
+    if (!table_names.count(name)) return internal_error("graph weight '" + name + "' has no entry in the weight table");
+  }
+  ANVIL_RETURN_IF_ERROR(check_no_unexpected_tensors(def, ckpt, expected_hf));
+
+  // Pass: weight packing is the weight table's concatenation; record it per weight.
+  for (const WeightSource* ws : kept) {
+    EngineWeight w;
+    w.name = ws->name;
+    w.dtype = ws->keep_f32 ? DType::kF32 : o.dtype;
+    w.shape = ws->shape;
+    w.bytes = dtype_bytes_for(w.dtype, static_cast<size_t>(ws->shape.numel()));
+    w.packed_from = ws->hf_names;
+    w.computed = ws->computed;
+    h.weights.push_back(std::move(w));
+  }
+
+  // Pass: activation memory planning for the build's largest step.
+  h.plan_max_tokens = o.max_num_tokens;
+  h.plan_max_logit_rows = o.max_batch;
+  h.plan_elem_bytes = static_cast<int64_t>(dtype_size(o.dtype));
+  h.plan = plan_memory(h.graph, h.plan_max_tokens, h.plan_max_logit_rows, dtype_size(o.dtype));
+
+  // Pass: GEMM autotuning (CUDA device present).
+  ANVIL_RETURN_IF_ERROR(autotune_gemms(device, default_tuning_cache_path(), &h));
+
+  BuildReport report;
+  report.path = out_path;
+  report.num_weights = static_cast<int64_t>(h.weights.size());
+  for (const EngineWeight& w : h.weights) {
+    report.weight_bytes += w.bytes;
+    if (w.packed_from.size() > 1) ++report.num_packed_weights;
+  }
+  report.ops = static_cast<int32_t>(h.graph.nodes().size());
+  report.ops_removed = h.dce_ops_removed;
+  report.tensors_removed = h.dce_tensors_removed;
+  report.weights_removed = h.dce_weights_removed;
+  report.activation_peak_bytes = h.plan.arena_bytes;
+  report.activation_unplanned_bytes = h.plan.unplanned_bytes;
+  report.gpu_arch = h.gpu_arch;
+  report.gemm_tuning_status = h.gemm_tuning_status;
+  report.gemm_shapes_tuned = static_cast<int64_t>(h.gemm_tuning.size());
+
+  // Weights are converted in parallel batches (bounded to ~1 GiB of output) and written in order.
+  const ModelDefinition& d = def;
+  std::vector<std::vector<uint8_t>> ready(kept.size());
+  std::vector<Status> ready_status(kept.size());
+  size_t batch_end = 0;
+  auto convert_one = [&](size_t i) {
+    Result<std::vector<float>> host = gather_weight_f32(d, *kept[i], ckpt, nullptr);
+    if (!host.is_ok()) {
+      ready_status[i] = host.status();
+      return;
+    }
+    const DType dt = h.weights[i].dtype;
+    ready[i].resize(dtype_bytes_for(dt, host->size()));
+    convert_from_f32(dt, host->data(), ready[i].data(), host->size());
+  };
+  auto produce = [&](size_t i, std::vector<uint8_t>* bytes) -> Status {
+    if (i >= batch_end) {
+      constexpr uint64_t kBatchBytes = uint64_t{1} << 30;
+      const size_t max_count = static_cast<size_t>(ThreadPool::global().num_threads()) * 2;
+      size_t end = i;
+      uint64_t sum = 0;
+      while (end < kept.size() && (end == i || (sum + h.weights[end].bytes <= kBatchBytes && end - i < max_count))) {
+        sum += h.weights[end].bytes;
+        ++end;
+      }
+      ThreadPool::global().parallel_for(static_cast<int64_t>(end - i), [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) convert_one(i + static_cast<size_t>(k));
+      });
+      batch_end = end;
+    }
+    ANVIL_RETURN_IF_ERROR(ready_status[i]);
+    bytes->swap(ready[i]);
+    std::vector<uint8_t>().swap(ready[i]);
+    return Status::ok();
+  };
+  ANVIL_RETURN_IF_ERROR(write_engine_file(out_path, h, produce));
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ANVIL_LOG_INFO("built %s: %lld weights (%.1f MiB, %lld packed), %d ops, in %.2f s", out_path.c_str(),
+                 static_cast<long long>(report.num_weights), report.weight_bytes / 1048576.0,
+                 static_cast<long long>(report.num_packed_weights), report.ops, report.seconds);
+  return report;
+}
+
+}  // namespace anvil
