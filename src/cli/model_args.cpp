@@ -55,14 +55,15 @@ Result<std::string> import_gguf(const std::string& gguf) {
   if (!fs::is_regular_file(gguf, ec)) return not_found("model file '" + gguf + "' does not exist");
   struct stat st {};
   ::stat(gguf.c_str(), &st);
-  const std::string key = fs::path(gguf).stem().string() + "-" + std::to_string(st.st_size) + "-" + std::to_string(st.st_mtime);
+  const std::string key = fs::path(gguf).stem().string() + "-" + std::to_string(st.st_size) + "-" + std::to_string(st.st_mtime) + "-f32";
   const fs::path dir = fs::path(cache_dir()) / "gguf" / key;
   if (fs::exists(dir / "config.json", ec) && fs::exists(dir / "model.safetensors", ec)) return dir.string();
   const fs::path tmp = dir.string() + ".tmp" + std::to_string(::getpid());
   fs::create_directories(tmp, ec);
   if (ec) return invalid_argument("cannot create cache folder " + tmp.string() + ": " + ec.message());
   ANVIL_LOG_INFO("importing %s into %s", gguf.c_str(), dir.c_str());
-  Status s = convert_gguf_to_hf(gguf, tmp.string(), DType::kBF16);
+  // f32: the dequantized values exactly, as HF transformers loads a GGUF; the backend narrows them.
+  Status s = convert_gguf_to_hf(gguf, tmp.string(), DType::kF32);
   if (!s.is_ok()) {
     fs::remove_all(tmp, ec);
     return s;

@@ -190,6 +190,7 @@ int run(const RunOptions& o) {
   std::printf("ids:");
   for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? "," : " ", generated[i]);
   std::printf("\n");
+  std::fflush(stdout);
   const double total = std::chrono::duration<double>(t1 - t0).count();
   const double ttft = generated.empty() ? 0 : std::chrono::duration<double>(t_first - t0).count();
   const double decode_tps = generated.size() > 1 ? (generated.size() - 1) / std::max(1e-9, total - ttft) : 0;
