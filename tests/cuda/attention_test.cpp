@@ -1,6 +1,8 @@
 // CUDA attention (split-KV decode, tiled prefill, naive reference) against a float64 CPU reference
 // and CpuBackend::attention: random q/k/v, shuffled block tables, odd lengths, GQA/MQA, head_dim
-// 64/128, bf16/fp16, mixed batches, a 32k decode, CUDA-graph replay. Skips without a GPU.
+// 64/128, bf16/fp16, mixed batches, a 32k decode, CUDA-graph replay; the decode kernel's split
+// merge both in its last CTA (zeroed workspace, counters left zero) and in the separate combine
+// kernel, and the frozen v1 decode kernel. Skips without a GPU.
 // Tolerance: relative L2 error of the whole output < 1e-2 (bf16) or 2e-3 (fp16), and of every
 // (token, head) row < 4x that. The benchmark (AttentionBench) runs only with ANVIL_ATTN_BENCH=1.
 #include <cuda_runtime_api.h>
@@ -185,8 +187,10 @@ struct DeviceProblem {
   AttentionLaunch launch;
 };
 
-// Hints default to the exact values; `pad` adds to every hint (graph-capture style bounds).
-DeviceProblem upload_problem(const Problem& p, bool with_workspace, int pad = 0) {
+// Hints default to the exact values; `pad` adds to every hint (graph-capture style bounds). The
+// workspace is zeroed and flagged so (the decode kernel merges splits in its last CTA) unless
+// `zeroed` is false.
+DeviceProblem upload_problem(const Problem& p, bool with_workspace, int pad = 0, bool zeroed = true) {
   const Config& c = p.cfg;
   DeviceProblem d;
   d.q = upload(p.q_bits);
@@ -219,10 +223,25 @@ DeviceProblem upload_problem(const Problem& p, bool with_workspace, int pad = 0)
   if (with_workspace) {
     const size_t ws = attention_workspace_bytes(l.batch.num_seqs, c.hq, c.hkv, c.d);
     d.workspace = DevBuf(ws);
+    // Nonzero garbage unless zeroed: a path that ignores the flag and trusts the counters fails.
+    EXPECT_EQ(cudaMemset(d.workspace.get(), zeroed ? 0 : 0x5a, ws), cudaSuccess);
     l.workspace = d.workspace.get();
     l.workspace_bytes = ws;
+    l.workspace_zeroed = zeroed;
   }
   return d;
+}
+
+// The split counters at the end of a zeroed workspace must be zero again after every launch.
+void expect_counters_zero(const DeviceProblem& d, const std::string& what) {
+  if (!d.launch.workspace_zeroed || d.workspace.get() == nullptr) return;
+  const size_t n = d.workspace.bytes() / 256;  // one int32 counter per 256 bytes, at the end
+  std::vector<int32_t> c(n);
+  ASSERT_EQ(cudaMemcpy(c.data(), d.workspace.as<char>() + d.workspace.bytes() - n * 4 - (d.workspace.bytes() - n * 4) % 16,
+                       n * 4, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  const size_t nonzero = static_cast<size_t>(std::count_if(c.begin(), c.end(), [](int32_t v) { return v != 0; }));
+  EXPECT_EQ(nonzero, 0u) << what << ": split counters left nonzero";
 }
 
 std::vector<float> download_out(const DeviceProblem& d, const Problem& p) {
@@ -238,19 +257,25 @@ struct RunOptions {
   bool workspace = true;
   int decode_splits = 0;      // 0 = automatic
   int prefill_warp_rows = 0;  // 0 = automatic
+  bool fused_merge = true;    // zeroed workspace: splits merged by the decode kernel's last CTA
+  int decode_version = 0;     // 1: the frozen v1 decode kernel
+  int max_decode_seqs = -1;
 };
 
 // Runs one path and returns the output (empty on failure, with a test failure recorded).
 std::vector<float> run_path(const Problem& p, AttentionPath path, RunOptions opt = {}) {
-  DeviceProblem d = upload_problem(p, opt.workspace);
+  DeviceProblem d = upload_problem(p, opt.workspace, 0, opt.fused_merge);
   d.launch.path = path;
   d.launch.decode_splits = opt.decode_splits;
   d.launch.prefill_warp_rows = opt.prefill_warp_rows;
+  d.launch.decode_version = opt.decode_version;
+  d.launch.max_decode_seqs = opt.max_decode_seqs;
   const Status st = launch_attention(d.launch, nullptr);
   EXPECT_TRUE(st.is_ok()) << st.to_string();
   const cudaError_t err = cudaDeviceSynchronize();
   EXPECT_EQ(err, cudaSuccess) << cudaGetErrorString(err);
   if (!st.is_ok() || err != cudaSuccess) return {};
+  expect_counters_zero(d, "run_path");
   return download_out(d, p);
 }
 
@@ -297,12 +322,16 @@ void check_all_paths(const Config& c, uint32_t seed) {
   const std::string what = describe(c);
   expect_close(run_path(p, AttentionPath::kAuto), want, c, "auto " + what);
   expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 7}), want, c, "auto, 7 splits " + what);
+  expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 7, .fused_merge = false}), want, c,
+               "auto, 7 splits, combine kernel " + what);
+  expect_close(run_path(p, AttentionPath::kAuto, {.decode_version = 1}), want, c, "auto, v1 decode " + what);
   expect_close(run_path(p, AttentionPath::kPrefill, {.prefill_warp_rows = 16}), want, c, "prefill 16 " + what);
   expect_close(run_path(p, AttentionPath::kPrefill, {.prefill_warp_rows = 32}), want, c, "prefill 32 " + what);
   expect_close(run_path(p, AttentionPath::kReference), want, c, "reference " + what);
   if (p.max_q == 1) {
     expect_close(run_path(p, AttentionPath::kDecode), want, c, "decode " + what);
     expect_close(run_path(p, AttentionPath::kDecode, {.workspace = false}), want, c, "decode no-split " + what);
+    expect_close(run_path(p, AttentionPath::kDecode, {.decode_splits = 3}), want, c, "decode 3 splits " + what);
   }
 }
 
@@ -382,6 +411,9 @@ TEST(CudaAttention, LongDecodeSplitKv) {
   expect_close(run_path(p, AttentionPath::kAuto), want, c, "32k decode auto");
   expect_close(run_path(p, AttentionPath::kAuto, {.workspace = false}), want, c, "32k decode, one split");
   expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 128}), want, c, "32k decode, 128 splits");
+  expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 128, .fused_merge = false}), want, c,
+               "32k decode, 128 splits, combine kernel");
+  expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 49}), want, c, "32k decode, 49 splits");
   expect_close(run_path(p, AttentionPath::kPrefill), want, c, "32k decode via prefill kernel");
 }
 
@@ -486,6 +518,52 @@ TEST(CudaAttention, GraphReplayFollowsDeviceLengths) {
   cudaStreamDestroy(stream);
 }
 
+// One zeroed workspace serves many launches: the counters that the last CTAs reset let the next
+// launch merge correctly, whether a row needs one split (written directly) or many, and when the
+// split count and the contexts change between launches.
+TEST(CudaAttention, FusedMergeReusesWorkspace) {
+  SKIP_WITHOUT_GPU();
+  Config c;
+  c.hq = 32;
+  c.hkv = 8;
+  // Short rows (one live split at any split count: direct write) beside long ones (merged).
+  c.seqs = {{1, 1}, {1, 40}, {1, 64}, {1, 65}, {1, 130}, {1, 384}, {1, 1000}, {1, 2}};
+  const Problem p = make_problem(c, 81);
+  DeviceProblem d = upload_problem(p, true);
+  for (int round = 0; round < 2; ++round) {
+    for (int splits : {16, 2, 5, 1, 128, 0}) {
+      Problem cur = p;
+      std::mt19937 rng(90 + splits + 7 * round);
+      fill_random(c.dtype, cur.q_bits.size(), 3.0f, rng, cur.q_bits, cur.q);
+      ASSERT_EQ(cudaMemcpy(d.q.get(), cur.q_bits.data(), cur.q_bits.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+      d.launch.decode_splits = splits;
+      const Status st = launch_attention(d.launch, nullptr);
+      ASSERT_TRUE(st.is_ok()) << st.to_string();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::string what = "splits " + std::to_string(splits) + " round " + std::to_string(round);
+      expect_close(download_out(d, cur), reference(cur, d.launch.scale), c, what);
+      expect_counters_zero(d, what);
+    }
+  }
+}
+
+// A prefill-only step whose caller rules out decode rows (max_decode_seqs = 0) runs the prefill
+// kernel alone and gives the same output; max_decode_seqs = 0 is ignored for decode-only steps.
+TEST(CudaAttention, PrefillOnlyStepSkipsDecodeLaunch) {
+  SKIP_WITHOUT_GPU();
+  Config c;
+  c.seqs = {{17, 17}, {97, 1000}, {5, 40}};
+  const Problem p = make_problem(c, 91);
+  const std::vector<double> want = reference(p, 1.0f / std::sqrt(128.0f));
+  expect_close(run_path(p, AttentionPath::kAuto, {.max_decode_seqs = 0}), want, c, "prefill-only, hint 0");
+  expect_close(run_path(p, AttentionPath::kAuto, {.max_decode_seqs = 3}), want, c, "prefill-only, hint 3");
+  Config dc;
+  dc.seqs = {{1, 300}, {1, 7}};
+  const Problem dp = make_problem(dc, 92);
+  expect_close(run_path(dp, AttentionPath::kAuto, {.max_decode_seqs = 0}), reference(dp, 1.0f / std::sqrt(128.0f)),
+               dc, "decode-only, hint 0");
+}
+
 // The CUDA kernels and CpuBackend::attention agree on the same (dtype-rounded) inputs.
 TEST(CudaAttention, MatchesCpuBackend) {
   SKIP_WITHOUT_GPU();
@@ -543,6 +621,8 @@ TEST(CudaAttention, RejectsBadArguments) {
   EXPECT_EQ(code([](AttentionLaunch& l) { l.num_kv_heads = 3; }), StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](AttentionLaunch& l) { l.batch.block_tables = nullptr; }), StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](AttentionLaunch& l) { l.prefill_warp_rows = 8; }), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](AttentionLaunch& l) { l.decode_version = 2; }), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](AttentionLaunch& l) { l.max_decode_seqs = -2; }), StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](AttentionLaunch& l) {
               l.path = AttentionPath::kDecode;
               l.batch.max_query_len = 4;

@@ -1,7 +1,13 @@
 // Attention micro-benchmarks at llama-8b shapes (Hq 32, Hkv 8, D 128, bf16): decode at batch 1
-// (1k / 8k / 32k contexts) and batch 64 x 1k, causal prefill of 2048 tokens. Runs only with
-// ANVIL_ATTN_BENCH=1 on a GPU; each case is also checked against the reference kernel.
+// (128 / 384 / 1k / 8k / 32k contexts) and batch 64 x 1k / 8k, each with the current decode
+// kernel and the frozen v1 kernel (decode_version 1) in the same run; causal prefill of 2048 and
+// 8192 tokens. Runs only with ANVIL_ATTN_BENCH=1 on a GPU; each case is also checked against the
+// reference kernel.
 // L2 is flushed (a 256 MiB read) before every timed launch, so decode numbers are HBM numbers.
+// Decode cases are also timed as in a decode step ("step" columns): one launch per layer over
+// `layers` distinct KV caches (up to 32, as llama-8b), captured in a CUDA graph and replayed after
+// an L2 flush; the time per layer includes the gap between graph nodes, and the batch metadata
+// stays hot in L2 after the first layer, as it does in a real step.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -60,22 +66,35 @@ struct Buf {
 };
 
 struct BenchResult {
-  double us = 0;
+  double us = 0;       // one launch after an L2 flush
+  double step_us = 0;  // per layer, `layers` launches replayed from a graph after an L2 flush
+  int layers = 0;
   double rel_err = 0;
 };
 
+struct Case {
+  const char* name;
+  int seqs, q_len, ctx, bs;
+  int splits = 0, warp_rows = 0;  // 0 = automatic
+  int version = 0;                // decode kernel: 0 current, 1 the frozen v1
+  bool fused = true;              // zeroed workspace: merge in the decode kernel's last CTA
+};
+
 // Times launch_attention on `num_seqs` sequences of (q_len, ctx), Hq 32, Hkv 8, D 128, bf16.
-BenchResult bench_case(int num_seqs, int q_len, int ctx, int block_size, int iters, int decode_splits,
-                       int warp_rows) {
+BenchResult bench_case(const Case& c, int iters) {
+  const int num_seqs = c.seqs, q_len = c.q_len, ctx = c.ctx, block_size = c.bs;
   const int hq = 32, hkv = 8, d = 128;
   const int blocks_per_seq = (ctx + block_size - 1) / block_size;
   const int num_blocks = num_seqs * blocks_per_seq;
   const int num_tokens = num_seqs * q_len;
   const size_t cache_elems = static_cast<size_t>(num_blocks) * hkv * block_size * d;
   const size_t q_elems = static_cast<size_t>(num_tokens) * hq * d;
-  Buf k(cache_elems * 2), v(cache_elems * 2), q(q_elems * 2), out(q_elems * 2), ref(q_elems * 2);
-  fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(k.p), cache_elems, 1);
-  fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(v.p), cache_elems, 2);
+  // Decode: up to 32 layers of KV (at most ~8 GB in all) for the graph-replayed step timing.
+  const bool step = q_len == 1;
+  const int layers = step ? static_cast<int>(std::clamp<size_t>((size_t{8} << 30) / (cache_elems * 4), 1, 32)) : 1;
+  Buf k(cache_elems * 2 * layers), v(cache_elems * 2 * layers), q(q_elems * 2), out(q_elems * 2), ref(q_elems * 2);
+  fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(k.p), cache_elems * layers, 1);
+  fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(v.p), cache_elems * layers, 2);
   fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(q.p), q_elems, 3);
 
   std::vector<int32_t> starts(num_seqs + 1), lens(num_seqs, ctx), table(static_cast<size_t>(num_blocks));
@@ -89,6 +108,8 @@ BenchResult bench_case(int num_seqs, int q_len, int ctx, int block_size, int ite
   cudaMemcpy(d_table.p, table.data(), table.size() * 4, cudaMemcpyHostToDevice);
   const size_t ws_bytes = attention_workspace_bytes(num_seqs, hq, hkv, d);
   Buf ws(ws_bytes);
+  cudaMemset(ws.p, 0, ws_bytes);  // as the backend does: the decode kernel's split counters
+  const int decode_version = c.version, decode_splits = c.splits, warp_rows = c.warp_rows;
   const size_t flush_bytes = size_t{256} << 20;
   Buf flush(flush_bytes);
   cudaMemset(flush.p, 0, flush_bytes);
@@ -114,6 +135,8 @@ BenchResult bench_case(int num_seqs, int q_len, int ctx, int block_size, int ite
   l.batch.block_tables = static_cast<int32_t*>(d_table.p);
   l.workspace = ws.p;
   l.workspace_bytes = ws_bytes;
+  l.workspace_zeroed = c.fused;
+  l.decode_version = decode_version;
   l.decode_splits = decode_splits;
   l.prefill_warp_rows = warp_rows;
 
@@ -136,6 +159,44 @@ BenchResult bench_case(int num_seqs, int q_len, int ctx, int block_size, int ite
   }
   std::sort(times.begin(), times.end());
   r.us = 1000.0 * times[times.size() / 2];
+
+  if (step && layers > 1) {
+    cudaStream_t stream;
+    cudaStreamCreate(&stream);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    for (int layer = 0; layer < layers; ++layer) {
+      AttentionLaunch ll = l;
+      ll.k_cache = static_cast<const uint16_t*>(k.p) + cache_elems * layer;
+      ll.v_cache = static_cast<const uint16_t*>(v.p) + cache_elems * layer;
+      EXPECT_TRUE(launch_attention(ll, stream).is_ok());
+    }
+    EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    cudaGraphLaunch(exec, stream);  // warm-up
+    times.clear();
+    for (int i = 0; i < iters; ++i) {
+      flush_l2<<<1024, 256, 0, stream>>>(static_cast<const uint4*>(flush.p), flush_bytes / 16,
+                                         static_cast<uint32_t*>(ws.p));
+      cudaEventRecord(e0, stream);
+      cudaGraphLaunch(exec, stream);
+      cudaEventRecord(e1, stream);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      times.push_back(ms);
+    }
+    std::sort(times.begin(), times.end());
+    r.step_us = 1000.0 * times[times.size() / 2] / layers;
+    r.layers = layers;
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+    // The check below uses the last layer's output.
+    l.k_cache = static_cast<const uint16_t*>(k.p) + cache_elems * (layers - 1);
+    l.v_cache = static_cast<const uint16_t*>(v.p) + cache_elems * (layers - 1);
+  }
 
   // Check against the reference kernel on the same inputs.
   AttentionLaunch lr = l;
@@ -163,25 +224,51 @@ TEST(AttentionBench, Llama8bShapes) {
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) GTEST_SKIP() << "no CUDA device";
   const char* env = std::getenv("ANVIL_ATTN_BENCH");
   if (!env || std::string(env) != "1") GTEST_SKIP() << "set ANVIL_ATTN_BENCH=1 to run the attention benchmark";
-  struct Case {
-    const char* name;
-    int seqs, q_len, ctx, bs;
-    int splits = 0, warp_rows = 0;  // 0 = automatic
-  };
   const Case cases[] = {
+      {"decode b1 ctx1", 1, 1, 1, 16},
+      {"  v1 b1 ctx1", 1, 1, 1, 16, 0, 0, 1},
+      {"decode b1 ctx128", 1, 1, 128, 16},
+      {"  v1 b1 ctx128", 1, 1, 128, 16, 0, 0, 1},
+      {"  v2 combine b1 ctx128", 1, 1, 128, 16, 0, 0, 0, false},
+      {"decode b1 ctx384", 1, 1, 384, 16},
+      {"  v1 b1 ctx384", 1, 1, 384, 16, 0, 0, 1},
+      {"  v2 combine b1 ctx384", 1, 1, 384, 16, 0, 0, 0, false},
       {"decode b1 ctx1k", 1, 1, 1024, 16},
+      {"  v1 b1 ctx1k", 1, 1, 1024, 16, 0, 0, 1},
+      {"  v2 combine b1 ctx1k", 1, 1, 1024, 16, 0, 0, 0, false},
       {"decode b1 ctx8k", 1, 1, 8192, 16},
+      {"  v1 b1 ctx8k", 1, 1, 8192, 16, 0, 0, 1},
+      {"  v2 combine b1 ctx8k", 1, 1, 8192, 16, 0, 0, 0, false},
       {"decode b1 ctx32k", 1, 1, 32768, 16},
+      {"  v1 b1 ctx32k", 1, 1, 32768, 16, 0, 0, 1},
+      {"  v2 combine b1 ctx32k", 1, 1, 32768, 16, 0, 0, 0, false},
       {"decode b1 ctx32k bs64", 1, 1, 32768, 64},
+      {"  v1 b1 ctx32k bs64", 1, 1, 32768, 64, 0, 0, 1},
+      {"  v2 combine b1 ctx32k bs64", 1, 1, 32768, 64, 0, 0, 0, false},
       {"decode b64 ctx1k", 64, 1, 1024, 16},
+      {"  v1 b64 ctx1k", 64, 1, 1024, 16, 0, 0, 1},
+      {"  v2 combine b64 ctx1k", 64, 1, 1024, 16, 0, 0, 0, false},
       {"decode b64 ctx8k", 64, 1, 8192, 16},
+      {"  v1 b64 ctx8k", 64, 1, 8192, 16, 0, 0, 1},
+      {"  v2 combine b64 ctx8k", 64, 1, 8192, 16, 0, 0, 0, false},
       {"prefill 2048", 1, 2048, 2048, 16},
       {"prefill 2048 bs64", 1, 2048, 2048, 64},
       {"prefill 8192", 1, 8192, 8192, 16},
       {"chunk 512 of ctx 8k", 1, 512, 8192, 16},
       // sweeps of the tuning knobs (the automatic choice should match the best)
+      {"  b1 ctx128 splits 1", 1, 1, 128, 16, 1},
+      {"  b1 ctx128 splits 2", 1, 1, 128, 16, 2},
+      {"  b1 ctx384 splits 2", 1, 1, 384, 16, 2},
+      {"  b1 ctx384 splits 3", 1, 1, 384, 16, 3},
+      {"  b1 ctx384 splits 6", 1, 1, 384, 16, 6},
+      {"  b1 ctx1k splits 4", 1, 1, 1024, 16, 4},
+      {"  b1 ctx1k splits 8", 1, 1, 1024, 16, 8},
+      {"  b1 ctx1k splits 16", 1, 1, 1024, 16, 16},
       {"  b1 ctx8k splits 16", 1, 1, 8192, 16, 16},
+      {"  b1 ctx8k splits 32", 1, 1, 8192, 16, 32},
       {"  b1 ctx8k splits 48", 1, 1, 8192, 16, 48},
+      {"  b1 ctx8k splits 64", 1, 1, 8192, 16, 64},
+      {"  b1 ctx8k splits 128", 1, 1, 8192, 16, 128},
       {"  b1 ctx32k splits 33", 1, 1, 32768, 16, 33},
       {"  b1 ctx32k splits 49", 1, 1, 32768, 16, 49},
       {"  b1 ctx32k splits 66", 1, 1, 32768, 16, 66},
@@ -195,10 +282,10 @@ TEST(AttentionBench, Llama8bShapes) {
       {"  chunk 512/8k rows 16", 1, 512, 8192, 16, 0, 16},
       {"  chunk 512/8k rows 32", 1, 512, 8192, 16, 0, 32},
   };
-  std::printf("\n%-24s %10s %10s %8s %10s %8s %9s\n", "case", "time us", "GB/s KV", "%3TB/s", "TFLOP/s", "%790",
-              "rel err");
+  std::printf("\n%-26s %9s %9s %7s %9s %7s %9s %10s\n", "case", "time us", "GB/s KV", "%3TB/s", "TFLOP/s", "%790",
+              "rel err", "step us/L");
   for (const Case& c : cases) {
-    const BenchResult r = bench_case(c.seqs, c.q_len, c.ctx, c.bs, 20, c.splits, c.warp_rows);
+    const BenchResult r = bench_case(c, 20);
     const double kv_bytes = 2.0 * 2.0 * c.seqs * static_cast<double>(c.ctx) * 8 * 128;  // K+V, bf16
     // Causal flops: QK^T and PV over the visible keys of each query (2 flops per MAC).
     double macs = 0;
@@ -206,8 +293,10 @@ TEST(AttentionBench, Llama8bShapes) {
     const double flops = 2.0 * 2.0 * macs * 128 * 32 * c.seqs;
     const double gbs = kv_bytes / (r.us * 1e3);
     const double tflops = flops / (r.us * 1e6);
-    std::printf("%-24s %10.1f %10.0f %7.1f%% %10.1f %7.1f%% %9.2e\n", c.name, r.us, gbs, 100 * gbs / kPeakBandwidthGBs,
+    std::printf("%-26s %9.1f %9.0f %6.1f%% %9.1f %6.1f%% %9.2e", c.name, r.us, gbs, 100 * gbs / kPeakBandwidthGBs,
                 tflops, 100 * tflops / kPeakTflops, r.rel_err);
+    if (r.layers > 1) std::printf(" %6.2f x%d", r.step_us, r.layers);
+    std::printf("\n");
     EXPECT_LT(r.rel_err, 1e-2) << c.name;
   }
 }

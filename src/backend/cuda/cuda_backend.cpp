@@ -190,6 +190,8 @@ Status CudaBackend::reserve_attention_workspace(size_t bytes) {
   }
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&attention_ws_, bytes), "attention: allocating split-KV scratch");
   attention_ws_bytes_ = bytes;
+  // Zeroed once: the decode kernel's split counters live in it (AttentionLaunch::workspace_zeroed).
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(attention_ws_, 0, bytes, stream_), "attention: zeroing split-KV scratch");
   return Status::ok();
 }
 
@@ -365,6 +367,7 @@ Status CudaBackend::attention(const Tensor& q, const KvCacheLayer& kv, const Bat
   ANVIL_RETURN_IF_ERROR(reserve_attention_workspace(ws));
   p.workspace = attention_ws_;
   p.workspace_bytes = attention_ws_bytes_;
+  p.workspace_zeroed = true;
   return cuda::launch_attention(p, stream_);
 }
 

@@ -1,7 +1,8 @@
 // Host launchers for paged attention: argument checks, dtype / head_dim / group dispatch, the
 // decode split choice and the routing of rows between the decode and prefill kernels.
 // Routing (kAuto): sequences with q_len == 1 go to the split-KV decode kernel, the others to the
-// prefill kernel; in a mixed batch both launch and each skips the other's sequences.
+// prefill kernel; in a mixed batch both launch and each skips the other's sequences. A prefill
+// step whose caller rules out decode rows (max_decode_seqs == 0) launches the prefill kernel only.
 #include "backend/cuda/ops/attention.h"
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/attention/attention_decode.cuh"
+#include "backend/cuda/kernels/attention/attention_decode_v1.cuh"
 #include "backend/cuda/kernels/attention/attention_prefill.cuh"
 #include "backend/cuda/kernels/attention/attention_reference.cuh"
 
@@ -31,9 +33,18 @@ int multiprocessor_count() {
 // Decode splits. kTargetCtas bounds num_seqs * Hkv * splits with a constant (not the SM count) so
 // that the workspace bound attention_workspace_bytes gives is independent of the device.
 constexpr int kTargetCtas = 1024;
+// A split holds at least kMinPartition keys, rounded up to a granule: 32 for the current kernel
+// (finer rounding of long partitions: 49 splits of 672 keys at 32k), 64 for the frozen v1 kernel.
+// Partitions of 32 keys (twice the CTAs at short contexts) measured slower: 10.9 against 9.3 us
+// per layer at batch 1, ctx 1k (bench/cuda_kernels.md, Attention v2).
 constexpr int kMinPartition = 64;
+constexpr int kPartitionGranule = 32;
+constexpr int kPartitionGranuleV1 = 64;
 constexpr int kMaxSplits = 128;
-constexpr int kSplitOverheadTiles = 2;  // fixed cost of a split (start-up, combine), in key tiles
+constexpr int kSplitOverheadTiles = 2;  // fixed cost of a split (start-up, merge), in key tiles
+// The workspace ends in workspace_bytes / kCounterStride int32 arrival counters (16-byte aligned),
+// a layout that depends on its size alone, so partials of one call never land on counters.
+constexpr size_t kCounterStride = 256;
 constexpr int kPrefillWarps = 4;
 constexpr int kPrefillCtasPerSm = 2;
 constexpr int kMaxDecodeGroup = 32;
@@ -46,10 +57,42 @@ Status set_smem(Kernel kernel, size_t bytes, const char* name) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
 }
 
-void choose_splits(const AttentionLaunch& p, int slots, AttentionParams& prm);
+size_t counter_count(size_t workspace_bytes) { return workspace_bytes / kCounterStride; }
+size_t partial_capacity(size_t workspace_bytes) {
+  return (workspace_bytes - counter_count(workspace_bytes) * sizeof(int32_t)) & ~size_t{15};
+}
+
+void choose_splits(const AttentionLaunch& p, int slots, size_t capacity, int granule, AttentionParams& prm);
+
+// The frozen first kernel pair, for benchmarks (decode_version == 1): whole workspace for
+// partials, separate combine launch.
+template <typename T, int D, int kMaxG>
+Status launch_decode_v1(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
+  using Shape = attn::v1::DecodeShape<D, kMaxG>;
+  constexpr size_t smem = Shape::template smem_bytes<T>();
+  auto kernel = attn::v1::attention_decode_kernel<T, D, kMaxG>;
+  ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_decode_kernel v1)"));
+  int ctas_per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas_per_sm, kernel, attn::v1::kDecodeThreads, smem) !=
+          cudaSuccess ||
+      ctas_per_sm <= 0) {
+    cudaGetLastError();
+    ctas_per_sm = 2;
+  }
+  choose_splits(p, ctas_per_sm * multiprocessor_count(), p.workspace_bytes, kPartitionGranuleV1, prm);
+  prm.split_counters = nullptr;
+  kernel<<<dim3(prm.num_seqs, prm.num_kv_heads, prm.num_splits), attn::v1::kDecodeThreads, smem, stream>>>(prm);
+  ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_kernel v1"));
+  if (prm.num_splits > 1) {
+    attn::v1::attention_decode_combine_kernel<T, D><<<dim3(prm.num_seqs, prm.num_heads), 32, 0, stream>>>(prm);
+    ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_combine_kernel v1"));
+  }
+  return Status::ok();
+}
 
 template <typename T, int D, int kMaxG>
 Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
+  if (p.decode_version == 1) return launch_decode_v1<T, D, kMaxG>(p, prm, stream);
   using Shape = attn::DecodeShape<D, kMaxG>;
   constexpr size_t smem = Shape::template smem_bytes<T>();
   auto kernel = attn::attention_decode_kernel<T, D, kMaxG>;
@@ -64,11 +107,21 @@ Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream
     }
     return n;
   }();
-  choose_splits(p, ctas_per_sm * multiprocessor_count(), prm);
+  // Counters: only in a zeroed workspace, and only while every (sequence, KV head) has one.
+  const bool fused = p.workspace != nullptr && p.workspace_zeroed &&
+                     static_cast<size_t>(prm.num_seqs) * prm.num_kv_heads <= counter_count(p.workspace_bytes);
+  choose_splits(p, ctas_per_sm * multiprocessor_count(),
+                p.workspace != nullptr ? (fused ? partial_capacity(p.workspace_bytes) : p.workspace_bytes) : 0,
+                kPartitionGranule, prm);
+  prm.split_counters = nullptr;
+  if (fused && prm.num_splits > 1) {
+    prm.split_counters =
+        reinterpret_cast<int*>(static_cast<char*>(p.workspace) + partial_capacity(p.workspace_bytes));
+  }
   const dim3 grid(prm.num_seqs, prm.num_kv_heads, prm.num_splits);
   kernel<<<grid, attn::kDecodeThreads, smem, stream>>>(prm);
   ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_kernel"));
-  if (prm.num_splits > 1) {
+  if (prm.num_splits > 1 && prm.split_counters == nullptr) {
     attn::attention_decode_combine_kernel<T, D><<<dim3(prm.num_seqs, prm.num_heads), 32, 0, stream>>>(prm);
     ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_combine_kernel"));
   }
@@ -119,34 +172,36 @@ Status launch_reference(const AttentionParams& prm, int num_tokens, int head_dim
   return check_launch("attention: attention_reference_kernel");
 }
 
-// Keys per split for `splits` splits of max_ctx keys: a whole number of decode tiles.
-int partition_for(int max_ctx, int splits) {
-  return ceil_div(ceil_div(std::max(1, max_ctx), splits), attn::kDecodeTileKeys) * attn::kDecodeTileKeys;
+// Keys per split for `splits` splits of max_ctx keys: a whole number of granules.
+int partition_for(int max_ctx, int splits, int granule) {
+  return ceil_div(ceil_div(std::max(1, max_ctx), splits), granule) * granule;
 }
 
 // Number of decode splits and keys per split for this batch. Automatic choice: the split count
-// that minimizes waves(s) * (tiles per split + kSplitOverheadTiles), where a wave is `slots`
-// resident CTAs; each split has at least kMinPartition keys; the workspace caps the count. Only
-// speed depends on it, never results beyond rounding.
-void choose_splits(const AttentionLaunch& p, int slots, AttentionParams& prm) {
+// that minimizes waves(s) * (granules per split + kSplitOverheadTiles * 64 / granule), i.e. the
+// key tiles a CTA streams plus a fixed cost per split, where a wave is `slots` resident CTAs;
+// each split has at least kMinPartition keys; the workspace caps the count. Only speed depends
+// on it, never results beyond rounding. `capacity`: workspace bytes for partials.
+void choose_splits(const AttentionLaunch& p, int slots, size_t capacity, int granule, AttentionParams& prm) {
   const BatchView& b = p.batch;
   const int max_ctx = std::max(1, b.max_context_len);
+  const int overhead = kSplitOverheadTiles * attn::kDecodeTileKeys / granule;  // in granules
   int splits = 1;
   if (p.workspace != nullptr && max_ctx > kMinPartition) {
     const int base = std::max(1, b.num_seqs * p.num_kv_heads);
     const size_t per_split = static_cast<size_t>(b.num_seqs) * p.num_heads * (p.head_dim + 1) * sizeof(float);
     const int limit = static_cast<int>(std::min<size_t>(
         {static_cast<size_t>(ceil_div(kTargetCtas, base)), static_cast<size_t>(ceil_div(max_ctx, kMinPartition)),
-         static_cast<size_t>(kMaxSplits), p.workspace_bytes / per_split}));
+         static_cast<size_t>(kMaxSplits), capacity / per_split}));
     if (p.decode_splits > 0) {
       splits = std::min(p.decode_splits, limit);
     } else {
       int64_t best_cost = INT64_MAX;
       for (int s = 1; s <= limit; ++s) {
-        const int part = partition_for(max_ctx, s);
+        const int part = partition_for(max_ctx, s, granule);
         const int64_t ctas = static_cast<int64_t>(base) * ceil_div(max_ctx, part);
         const int64_t waves = (ctas + std::max(1, slots) - 1) / std::max(1, slots);
-        const int64_t cost = waves * (part / attn::kDecodeTileKeys + kSplitOverheadTiles);
+        const int64_t cost = waves * (part / granule + overhead);
         if (cost < best_cost) {
           best_cost = cost;
           splits = s;
@@ -155,7 +210,7 @@ void choose_splits(const AttentionLaunch& p, int slots, AttentionParams& prm) {
     }
     splits = std::max(1, splits);
   }
-  const int partition = partition_for(max_ctx, splits);
+  const int partition = partition_for(max_ctx, splits, granule);
   splits = ceil_div(max_ctx, partition);  // drop splits that rounding left empty
   prm.num_splits = splits;
   prm.partition_size = partition;
@@ -189,7 +244,10 @@ Status dispatch(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stre
     case AttentionPath::kAuto:
       break;
   }
-  if (decode_ok) {
+  // A prefill step without decode rows (by the caller's hint) skips the decode launch; the
+  // prefill kernel then takes every row, so a wrong hint costs speed, not correctness.
+  const bool no_decode_rows = p.max_decode_seqs == 0 && b.max_query_len > 1;
+  if (decode_ok && !no_decode_rows) {
     const Status decoded = launch_decode<T, D>(p, prm, stream);
     if (!decoded.is_ok()) return decoded;
     if (b.max_query_len <= 1) return Status::ok();
@@ -215,7 +273,11 @@ size_t attention_workspace_bytes(int max_seqs, int num_heads, int num_kv_heads, 
   if (max_seqs <= 0 || num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0) return 0;
   // choose_splits keeps num_seqs * splits <= num_seqs + kTargetCtas / Hkv (rounded up).
   const size_t rows = static_cast<size_t>(max_seqs) + static_cast<size_t>(ceil_div(kTargetCtas, num_kv_heads));
-  return rows * static_cast<size_t>(num_heads) * (static_cast<size_t>(head_dim) + 1) * sizeof(float);
+  const size_t partials = rows * static_cast<size_t>(num_heads) * (static_cast<size_t>(head_dim) + 1) * sizeof(float);
+  // Counters take 1/64 of the total (4 bytes per kCounterStride); partials the rest. As
+  // partials >= max_seqs * Hkv * 260 bytes, that leaves a counter for every (sequence, KV head).
+  const size_t total = partials + partials / (kCounterStride / sizeof(int32_t) - 1) + kCounterStride;
+  return total / kCounterStride * kCounterStride;
 }
 
 Status launch_attention(const AttentionLaunch& p, cudaStream_t stream) {
@@ -251,6 +313,10 @@ Status launch_attention(const AttentionLaunch& p, cudaStream_t stream) {
   if (p.decode_splits < 0 || (p.prefill_warp_rows != 0 && p.prefill_warp_rows != 16 && p.prefill_warp_rows != 32)) {
     return invalid_argument("attention: decode_splits " + std::to_string(p.decode_splits) + " / prefill_warp_rows " +
                             std::to_string(p.prefill_warp_rows) + " (0 = automatic; warp rows 16 or 32)");
+  }
+  if (p.decode_version < 0 || p.decode_version > 1 || p.max_decode_seqs < -1) {
+    return invalid_argument("attention: decode_version " + std::to_string(p.decode_version) + " (0 or 1) / " +
+                            "max_decode_seqs " + std::to_string(p.max_decode_seqs) + " (-1 = unknown)");
   }
   if (p.workspace_bytes > 0 && p.workspace == nullptr) {
     return invalid_argument("attention: workspace_bytes > 0 with a null workspace");

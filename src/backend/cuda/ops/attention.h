@@ -44,17 +44,32 @@ struct AttentionLaunch {
   int block_size = 0;          // 16, 32 or 64
   float scale = 1.0f;          // softmax scale, usually 1 / sqrt(head_dim)
   BatchView batch;
-  // Scratch for the split-KV decode path (partial outputs and log-sum-exps); at least
-  // attention_workspace_bytes(...) for the largest batch this call can see. May be null when
-  // workspace_bytes == 0: decode then runs without splitting.
+  // Scratch for the split-KV decode path (partial outputs and log-sum-exps, and at its end
+  // arrival counters); at least attention_workspace_bytes(...) for the largest batch this call can
+  // see. May be null when workspace_bytes == 0: decode then runs without splitting.
+  //
+  //   workspace: [ partials (from the start) ......... | counters: workspace_bytes / 256 int32 ]
+  //
+  // workspace_zeroed: the caller zeroed the whole workspace once after allocating it (cudaMemset)
+  // and has since used it only for launch_attention calls on one stream. The decode kernel then
+  // merges its splits in the last CTA of each (sequence, KV head), in one launch, and leaves the
+  // counters zero again (also under graph replay). false: a separate combine kernel merges.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  bool workspace_zeroed = false;
+  // Host hint: an upper bound of the number of decode rows (q_len == 1 sequences), or -1 when
+  // unknown. 0 with max_query_len > 1 (a prefill-only step) skips the decode kernel's launch; a
+  // graph captured for decode steps must leave it -1 or pass its bound.
+  int max_decode_seqs = -1;
   AttentionPath path = AttentionPath::kAuto;
   // Tuning overrides for tests and benchmarks; 0 = automatic. decode_splits: KV splits of the
   // decode kernel (capped by the workspace and the context). prefill_warp_rows: query rows per
-  // warp of the prefill kernel, 16 or 32.
+  // warp of the prefill kernel, 16 or 32. decode_version: 1 selects the frozen first decode
+  // kernel (attention_decode_v1.cuh, separate combine launch, its own split choice) so benchmarks
+  // can time it beside the current one; 0 the current kernel.
   int decode_splits = 0;
   int prefill_warp_rows = 0;
+  int decode_version = 0;
 };
 
 // Bytes of workspace that launch_attention needs for batches of up to max_seqs sequences. The

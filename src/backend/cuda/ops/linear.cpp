@@ -7,6 +7,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/ops/elementwise.h"
+#include "backend/cuda/ops/skinny_gemm.h"
 
 namespace anvil::cuda {
 namespace {
@@ -178,6 +179,12 @@ Status LinearRunner::run(const LinearShape& s, const void* x, const void* w, con
   if (s.m == 0 || s.n == 0) return Status::ok();
   if (s.k == 0) return unsupported("linear: K = 0");
   if (s.has_bias && !bias) return invalid_argument("linear: has_bias without a bias pointer");
+  if (s.m <= skinny_max_m_ && skinny_gemm_preferred(s.m, s.n, s.k)) {
+    // Decode: the weight-streaming kernel, when its dtype / alignment contract holds.
+    SkinnyGemmArgs sk{x, w, s.has_bias ? bias : nullptr, out, s.m, s.n, s.k, s.in_dtype, s.bias_dtype, s.out_dtype};
+    sk.early_weight_reads = true;  // w is a weight: never written by the kernel just before (PDL)
+    if (skinny_gemm_supported(sk)) return launch_skinny_gemm(sk, stream_);
+  }
   if (s.has_bias && s.out_dtype == DType::kF32 && s.bias_dtype != DType::kF32) {
     // No 16-bit bias with an f32 output in the epilogue: GEMM, then a bias pass.
     LinearShape plain = s;

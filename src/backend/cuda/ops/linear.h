@@ -7,6 +7,10 @@
 // the algorithm comes from cublasLtMatmulAlgoGetHeuristic, or from autotune(), which times the
 // top candidates for a shape and pins the fastest for every M in the same power-of-two bucket.
 // The workspace is allocated once, so run() never allocates and can be captured in a CUDA graph.
+// Decode-sized problems (M <= skinny_max_m() where skinny_gemm_preferred(), K % 8 == 0, 16-byte
+// aligned x and w) bypass cuBLASLt for the weight-streaming kernel of ops/skinny_gemm.h (see
+// bench/cuda_kernels.md). On sm_90 that kernel starts reading w before the previous kernel on the
+// stream has finished (PDL): w must not be written by the kernel launched just before run().
 #pragma once
 
 #include <cublasLt.h>
@@ -48,6 +52,12 @@ class LinearRunner {
   // Enqueues the GEMM on the stream. bias may be null when !shape.has_bias.
   Status run(const LinearShape& shape, const void* x, const void* w, const void* bias, void* out);
 
+  // Largest M routed to the skinny GEMM kernel (0: always cuBLASLt); below it the measured rule
+  // skinny_gemm_preferred() decides.
+  static constexpr int64_t kSkinnyMaxMDefault = 8;
+  void set_skinny_max_m(int64_t m) { skinny_max_m_ = m; }
+  int64_t skinny_max_m() const { return skinny_max_m_; }
+
   // Times up to `max_candidates` heuristic algorithms on scratch buffers of this shape (filled
   // with a nonzero pattern) and pins the fastest for M's power-of-two bucket. Allocates and
   // synchronizes: call it at build / load time, never while capturing.
@@ -79,6 +89,7 @@ class LinearRunner {
   void* workspace_;
   std::map<PlanKey, Plan> plans_;
   std::map<PinKey, cublasLtMatmulAlgo_t> pinned_;
+  int64_t skinny_max_m_ = kSkinnyMaxMDefault;
 };
 
 }  // namespace anvil::cuda

@@ -52,6 +52,11 @@ struct AttentionParams {
   float* partial_lse;
   int num_splits;
   int partition_size;        // keys per split, a multiple of the decode key tile
+  // Split-KV decode only: one arrival counter per (sequence, KV head), index seq * Hkv + kv_head,
+  // zero before the launch and left zero after it. Non-null: the last split CTA of each
+  // (sequence, KV head) to finish merges the splits itself (one launch); null: a separate combine
+  // kernel does.
+  int* split_counters;
 };
 
 template <typename T>

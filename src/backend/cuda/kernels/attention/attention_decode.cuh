@@ -1,20 +1,31 @@
-// Paged decode attention (q_len == 1) with split-KV (flash-decoding) and its combine kernel.
+// Paged decode attention (q_len == 1) with split-KV (flash-decoding); the splits of a
+// (sequence, KV head) are merged by the last of its CTAs to finish, so one launch suffices.
 //
 // Why this shape: decode reads every cached K/V byte once and does ~2 flops per byte per query
 // head, so it is bound by HBM bandwidth. One CTA serves a (sequence, KV head, split) and all
 // G = Hq / Hkv query heads of that group, so K/V cross HBM once per group. K/V tiles of 64 keys
 // stream into shared memory with 16-byte cp.async, double-buffered, read through the block
 // table. Splitting the context over CTAs (flash-decoding) keeps every SM busy at batch 1; each
-// split writes a normalized partial output and its log2-sum-exp, and the combine kernel merges
-// them. With one split the kernel writes the output directly.
+// split writes a normalized partial output and its log2-sum-exp. At short contexts the cost is
+// latency, not bandwidth, so v2 (2026-11-25) cuts dependent round trips:
+//   - the block-table entries of the first tile are loaded together with seq_starts and
+//     context_lens (one DRAM round trip instead of two before the first K/V byte moves);
+//   - a sequence whose real context fits one split writes the output directly (no partials);
+//   - otherwise each split bumps a per-(sequence, KV head) counter after writing its partial and
+//     the CTA that arrives last merges all partials and resets the counter to 0 (threadfence
+//     reduction), so no second kernel is launched. Without counters (params.split_counters null)
+//     the separate combine kernel below merges instead.
 //
 //   per tile:  scores  S[g][k] = q[g] . K[k]        2 threads per key, each half of D
 //              softmax per head g (one warp per head, online max/sum kept in shared memory)
 //              O[g]  += P[g][k] V[k]                 one thread per (head, 8 columns of D)
 //
 // Graph safety: grid = (num_seqs hint, Hkv, num_splits) from host hints; a CTA whose sequence
-// is not a decode row, or whose split starts past the real context, exits at once.
+// is not a decode row, or whose split starts past the real context, exits at once (before it
+// touches the counter); the number of arrivals a counter waits for comes from the real context.
 #pragma once
+
+#include <type_traits>
 
 #include "backend/cuda/kernels/attention/attention_common.cuh"
 
@@ -44,7 +55,7 @@ struct DecodeShape {
 // grid (num_seqs, Hkv, num_splits), block kDecodeThreads, dynamic smem DecodeShape::smem_bytes.
 // Requires p.group <= kMaxG.
 template <typename T, int D, int kMaxG>
-__global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(AttentionParams p) {
+__global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(AttentionParams p) {
   using Shape = DecodeShape<D, kMaxG>;
   constexpr int kChunks = Shape::kChunks;
   constexpr int TK = kDecodeTileKeys;
@@ -65,28 +76,51 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(Attent
   const int warp = tid >> 5;
   const int G = p.group;
 
-  const int q_start = p.seq_starts[seq];
-  if (p.seq_starts[seq + 1] - q_start != 1) return;
-  const int ctx = p.context_lens[seq];
-  const int k_begin = split * p.partition_size;
-  const int k_end = min(ctx, k_begin + p.partition_size);
-  if (k_begin >= k_end && !(split == 0 && p.num_splits == 1)) return;  // empty split
-
+  constexpr int kRowStep = kDecodeThreads / kChunks;  // tile rows one pass of the CTA copies
+  constexpr int kRowsPerThread = TK / kRowStep;
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  const int k_begin = split * p.partition_size;
+
+  // Prologue: the batch metadata and the block ids of this split's first tile are independent
+  // loads, issued together. Entries past the real context may be stale; they are only used for
+  // keys < k_end. Indices stay inside the table row (max_blocks_per_seq).
+  const int q_start = p.seq_starts[seq];
+  const int q_next = p.seq_starts[seq + 1];
+  const int ctx = p.context_lens[seq];
+  int first_blocks[kRowsPerThread];
+#pragma unroll
+  for (int j = 0; j < kRowsPerThread; ++j) {
+    const int bi = (k_begin + tid / kChunks + j * kRowStep) >> p.block_size_log2;
+    first_blocks[j] = bi < p.max_blocks_per_seq ? __ldg(&table[bi]) : 0;
+  }
+  if (q_next - q_start != 1) return;
+  const int k_end = min(ctx, k_begin + p.partition_size);
+  if (k_begin >= k_end && split != 0) return;  // empty split (split 0 always writes the row)
+  // Splits that really hold keys of this sequence (1 when the context is empty).
+  const int live_splits = ctx > 0 ? min(p.num_splits, (ctx + p.partition_size - 1) / p.partition_size) : 1;
+  // Direct: this CTA alone covers the sequence and writes the output. With the separate combine
+  // kernel every split writes a partial, since that kernel reads them all.
+  const bool direct = p.num_splits == 1 || (p.split_counters != nullptr && live_splits == 1);
+
   const T* kc = static_cast<const T*>(p.k_cache);
   const T* vc = static_cast<const T*>(p.v_cache);
 
   // Stages one tile of keys [start, start + TK) of K and V; keys >= k_end are zero-filled.
-  // Thread tid always copies chunk tid % kChunks of rows tid / kChunks + j * (threads / kChunks).
-  auto load_tile = [&](int start, int buf) {
-    constexpr int kRowStep = kDecodeThreads / kChunks;
+  // Thread tid always copies chunk tid % kChunks of rows tid / kChunks + j * kRowStep; the first
+  // tile takes its block ids from the prologue.
+  auto load_tile = [&](int start, int buf, bool first) {
     const int c = tid % kChunks;
 #pragma unroll
-    for (int r = tid / kChunks; r < TK; r += kRowStep) {
+    for (int j = 0; j < kRowsPerThread; ++j) {
+      const int r = tid / kChunks + j * kRowStep;
       const int key = start + r;
       const bool valid = key < k_end;
-      const int64_t off =
-          valid ? paged_row_offset(table, key, kv_head, p.num_kv_heads, p.block_size_log2, D) + c * 8 : 0;
+      int64_t off = 0;
+      if (valid) {
+        const int block = first ? first_blocks[j] : table[key >> p.block_size_log2];
+        const int row = key & ((1 << p.block_size_log2) - 1);
+        off = ((static_cast<int64_t>(block) * p.num_kv_heads + kv_head) << p.block_size_log2 | row) * D + c * 8;
+      }
       const int s = buf * TK * kChunks + swizzle<kChunks>(r, c);
       cp_async_16(&k_s[s], kc + off, valid);
       cp_async_16(&v_s[s], vc + off, valid);
@@ -94,7 +128,7 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(Attent
   };
 
   const int num_tiles = k_end > k_begin ? (k_end - k_begin + TK - 1) / TK : 0;
-  if (num_tiles > 0) load_tile(k_begin, 0);
+  if (num_tiles > 0) load_tile(k_begin, 0, true);
   cp_async_commit();
 
   // q of the group's heads, pre-scaled so that scores come out in the log2 domain.
@@ -135,7 +169,7 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(Attent
   for (int t = 0; t < num_tiles; ++t) {
     const int buf = t & 1;
     if (t + 1 < num_tiles) {
-      load_tile(k_begin + (t + 1) * TK, buf ^ 1);
+      load_tile(k_begin + (t + 1) * TK, buf ^ 1, false);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -235,33 +269,116 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(Attent
         for (int e = 0; e < 8; ++e) acc[0][e] += red[(kp * kMaxG + g) * D + pv_chunk * 8 + e];
     }
   }
-  if (key_part != 0) return;
+  // (No early return of key_part != 0 threads: the merge below synchronizes the whole CTA.)
+  if (key_part == 0) {
+#pragma unroll
+    for (int i = 0; i < Shape::kHeadsPerThread; ++i) {
+      const int g = pv_head0 + i * Shape::kHeadGroups;
+      if (g >= G) continue;
+      const float l = l_s[g];
+      const float inv_l = l > 0.f ? 1.f / l : 0.f;
+      float o[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] = acc[i][e] * inv_l;
+      const int head = kv_head * G + g;
+      if (direct) {
+        T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(q_start) * p.num_heads + head) * D;
+        reinterpret_cast<uint4*>(out)[pv_chunk] = pack8<T>(o);
+      } else {
+        const int64_t row = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_splits + split;
+        float4* po = reinterpret_cast<float4*>(p.partial_out + row * D + pv_chunk * 8);
+        po[0] = make_float4(o[0], o[1], o[2], o[3]);
+        po[1] = make_float4(o[4], o[5], o[6], o[7]);
+        if (pv_chunk == 0) p.partial_lse[row] = l > 0.f ? m_s[g] + log2f(l) : -INFINITY;
+      }
+    }
+  }
+  if (direct || p.split_counters == nullptr) return;
 
-#pragma unroll
-  for (int i = 0; i < Shape::kHeadsPerThread; ++i) {
-    const int g = pv_head0 + i * Shape::kHeadGroups;
-    if (g >= G) continue;
-    const float l = l_s[g];
-    const float inv_l = l > 0.f ? 1.f / l : 0.f;
-    float o[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] = acc[i][e] * inv_l;
+  // ---- last CTA of the (sequence, KV head) merges the splits ----
+  // Release (as a split-K semaphore): the barrier orders every thread's partial before thread 0,
+  // whose gpu-scope fence then publishes them before its arrival. The last arrival's fence is the
+  // matching acquire; the barrier hands it to the whole CTA.
+  __shared__ int is_last;
+  __syncthreads();
+  if (tid == 0) {
+    int* counter = p.split_counters + seq * p.num_kv_heads + kv_head;
+    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+    const int arrived = atomicAdd(counter, 1) + 1;
+    const bool last = arrived == live_splits;
+    if (last) {
+      *counter = 0;  // every split has arrived: ready for the next launch
+      asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+    }
+    is_last = last;
+  }
+  __syncthreads();
+  if (!is_last) return;
+
+  // One warp per head; lane owns D / 32 columns. Partials are read through L2 (__ldcg): other SMs
+  // wrote them. The loads of a batch of kMergeBatch splits are issued before the weights they
+  // need are known, so a merge of n splits costs about ceil(n / kMergeBatch) L2 round trips.
+  constexpr int kPerLane = D / 32;
+  constexpr int kMergeBatch = 8;
+  using LaneVec = typename std::conditional<kPerLane == 4, float4, float2>::type;
+  static_assert(kPerLane == 4 || kPerLane == 2, "merge handles head_dim 64 and 128");
+  for (int g = warp; g < G; g += kDecodeThreads / 32) {
     const int head = kv_head * G + g;
-    if (p.num_splits == 1) {
-      T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(q_start) * p.num_heads + head) * D;
-      reinterpret_cast<uint4*>(out)[pv_chunk] = pack8<T>(o);
-    } else {
-      const int64_t row = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_splits + split;
-      float4* po = reinterpret_cast<float4*>(p.partial_out + row * D + pv_chunk * 8);
-      po[0] = make_float4(o[0], o[1], o[2], o[3]);
-      po[1] = make_float4(o[4], o[5], o[6], o[7]);
-      if (pv_chunk == 0) p.partial_lse[row] = l > 0.f ? m_s[g] + log2f(l) : -INFINITY;
+    const int64_t row0 = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_splits;
+    const LaneVec* po = reinterpret_cast<const LaneVec*>(p.partial_out + row0 * D) + lane;  // row stride D / kPerLane
+    float lse_reg = -INFINITY;  // lane's split of the current chunk of 32
+    if (lane < live_splits) lse_reg = __ldcg(&p.partial_lse[row0 + lane]);
+    LaneVec v[kMergeBatch];
+#pragma unroll
+    for (int j = 0; j < kMergeBatch; ++j) {
+      if (j < live_splits) v[j] = __ldcg(po + static_cast<int64_t>(j) * (D / kPerLane));
+    }
+    float mx = lse_reg;
+    for (int sp = lane + 32; sp < live_splits; sp += 32) mx = fmaxf(mx, __ldcg(&p.partial_lse[row0 + sp]));
+    mx = warp_max(mx);
+    const float base = mx == -INFINITY ? 0.f : mx;
+    float o[kPerLane];
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) o[e] = 0.f;
+    float wsum = 0.f;
+    float w = lane < live_splits ? fast_exp2(lse_reg - base) : 0.f;
+    for (int s0 = 0; s0 < live_splits; s0 += kMergeBatch) {
+      if (s0 > 0 && (s0 & 31) == 0) {  // next chunk of 32 weights
+        const int sp = s0 + lane;
+        w = sp < live_splits ? fast_exp2(__ldcg(&p.partial_lse[row0 + sp]) - base) : 0.f;
+      }
+      if ((s0 & 31) == 0) wsum += warp_sum(w);
+      // Batch s0 is in v; issue batch s0 + kMergeBatch before using it.
+      LaneVec nxt[kMergeBatch];
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        const int sp = s0 + kMergeBatch + j;
+        if (sp < live_splits) nxt[j] = __ldcg(po + static_cast<int64_t>(sp) * (D / kPerLane));
+      }
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        if (s0 + j < live_splits) {
+          const float wj = __shfl_sync(0xffffffffu, w, (s0 + j) & 31);
+          const float* f = reinterpret_cast<const float*>(&v[j]);
+#pragma unroll
+          for (int e = 0; e < kPerLane; ++e) o[e] += wj * f[e];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) v[j] = nxt[j];
+    }
+    const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+    T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(q_start) * p.num_heads + head) * D + lane * kPerLane;
+#pragma unroll
+    for (int e = 0; e < kPerLane; e += 2) {
+      *reinterpret_cast<typename ElemTraits<T>::Vec2*>(&out[e]) = ElemTraits<T>::from_float2(o[e] * inv, o[e + 1] * inv);
     }
   }
 }
 
-// Merges the splits of each decode row: out = sum_s w_s * O_s with w_s = 2^(lse_s - max) / sum.
-// grid (num_seqs, Hq), block 32. Splits past the real context (never written) are not read.
+// Merges the splits of each decode row when the decode kernel runs without counters:
+// out = sum_s w_s * O_s with w_s = 2^(lse_s - max) / sum. grid (num_seqs, Hq), block 32. Splits
+// past the real context (never written) are not read.
 template <typename T, int D>
 __global__ void __launch_bounds__(32) attention_decode_combine_kernel(AttentionParams p) {
   constexpr int kPerLane = D / 32;
