@@ -3,10 +3,13 @@
 // free KV blocks; preempt the lowest-priority latest sequence when a running one cannot grow);
 // run the model; sample; append tokens, check stop conditions, emit outputs; release finished
 // sequences' blocks and register full blocks in the prefix cache.
+// Debug aid: with ANVIL_CHECK_KV_BLOCKS=1 in the environment, the block manager's bookkeeping is
+// verified after every step (and the pool must be whole when idle); a breach logs and aborts.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <list>
@@ -167,12 +170,27 @@ class ExecutorImpl final : public Executor {
         for (RequestId id : all) cancel_now(id);
       }
       if (!has_work()) {
+        if (check_blocks_) check_blocks(/*idle=*/true);
         if (stopping) return;
         publish_stats(0);
         continue;
       }
       step();
+      if (check_blocks_) check_blocks(/*idle=*/false);
     }
+  }
+
+  // ANVIL_CHECK_KV_BLOCKS: a broken invariant here means K/V of one request may be read or
+  // overwritten by another, so stop loudly rather than serve wrong tokens.
+  void check_blocks(bool idle) const {
+    Status st = blocks_.check_consistency();
+    if (st.is_ok() && idle && blocks_.num_available() != blocks_.num_blocks()) {
+      st = internal_error("block manager: " + std::to_string(blocks_.num_blocks() - blocks_.num_available()) +
+                          " block(s) still referenced with no request left (leak)");
+    }
+    if (st.is_ok()) return;
+    ANVIL_LOG_ERROR("ANVIL_CHECK_KV_BLOCKS: %s", st.to_string().c_str());
+    std::abort();
   }
 
   bool has_work() const { return !running_.empty() || !waiting_.empty(); }
@@ -195,7 +213,9 @@ class ExecutorImpl final : public Executor {
   }
 
   void release_blocks(Sequence* s) {
-    for (int32_t b : s->blocks) blocks_.release(b);
+    // Last block first: cached blocks enter the LRU tail-first, so eviction takes a chain's tail
+    // before its head (a prefix match walks from block 0; a tail without its head is dead weight).
+    for (auto it = s->blocks.rbegin(); it != s->blocks.rend(); ++it) blocks_.release(*it);
     s->blocks.clear();
     s->block_keys.clear();
     s->num_computed = 0;
@@ -301,11 +321,14 @@ class ExecutorImpl final : public Executor {
     while (!waiting_.empty() && budget > 0 && static_cast<int32_t>(running_.size()) < opts_.max_num_seqs) {
       Sequence* s = waiting_.front();
       const int32_t len = static_cast<int32_t>(s->tokens.size());
+      int32_t lookup_queried = 0, lookup_hit = 0;
       if (s->num_computed == 0 && s->blocks.empty()) {
         // Prefix cache: full blocks of tokens[0, len - 1) (the last token is always computed).
         const int32_t full = (len - 1) / block_size_;
         std::vector<uint64_t> keys;
         std::vector<int32_t> hit = blocks_.match_prefix(s->tokens.data(), full, &keys);
+        lookup_queried = full;
+        lookup_hit = static_cast<int32_t>(hit.size());
         s->blocks = hit;
         s->block_keys = keys;
         s->num_computed = static_cast<int32_t>(hit.size()) * block_size_;
@@ -318,6 +341,8 @@ class ExecutorImpl final : public Executor {
         release_blocks(s);
         break;
       }
+      // Counted once per admission, not per failed attempt, so the hit rate means what it says.
+      blocks_.record_lookup(lookup_queried, lookup_hit);
       waiting_.pop_front();
       {
         std::lock_guard<std::mutex> lk(mu_);
@@ -494,6 +519,7 @@ class ExecutorImpl final : public Executor {
   DeviceBuffer sampling_device_;
   DeviceBuffer ids_device_;
   int64_t preemptions_ = 0;
+  const bool check_blocks_ = std::getenv("ANVIL_CHECK_KV_BLOCKS") != nullptr;
 
   // Shared with callers.
   mutable std::mutex mu_;

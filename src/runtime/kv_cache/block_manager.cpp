@@ -3,7 +3,7 @@
 
 #include <xxhash.h>
 
-#include <cassert>
+#include <string>
 
 namespace anvil {
 
@@ -56,7 +56,13 @@ void BlockManager::add_ref(int32_t block) {
 }
 
 void BlockManager::release(int32_t block) {
-  assert(ref_[block] > 0);
+  // A release of an unreferenced block is a caller bug. Applying it would put the block on the
+  // free list twice and hand it to two sequences at once (silently mixing their K/V), so it is
+  // refused and counted; check_consistency() reports it.
+  if (ref_[block] <= 0) {
+    ++num_bad_releases_;
+    return;
+  }
   if (--ref_[block] > 0) return;
   if (has_key_[block]) {
     lru_pos_[block] = lru_.insert(lru_.end(), block);
@@ -71,11 +77,9 @@ std::vector<int32_t> BlockManager::match_prefix(const int32_t* tokens, int32_t n
   if (!caching_) return blocks;
   uint64_t parent = 0;
   for (int32_t i = 0; i < n_blocks; ++i) {
-    ++queries_;
     const uint64_t key = block_key(parent, tokens + static_cast<size_t>(i) * block_size_, block_size_);
     auto it = by_key_.find(key);
     if (it == by_key_.end()) break;
-    ++hits_;
     add_ref(it->second);
     blocks.push_back(it->second);
     if (keys_out) keys_out->push_back(key);
@@ -84,11 +88,59 @@ std::vector<int32_t> BlockManager::match_prefix(const int32_t* tokens, int32_t n
   return blocks;
 }
 
+void BlockManager::record_lookup(int32_t num_blocks_queried, int32_t num_blocks_hit) {
+  if (!caching_) return;
+  queries_ += num_blocks_queried;
+  hits_ += num_blocks_hit;
+}
+
 void BlockManager::register_block(int32_t block, uint64_t key) {
   if (!caching_ || has_key_[block] || by_key_.count(key)) return;
   by_key_[key] = block;
   key_of_[block] = key;
   has_key_[block] = true;
+}
+
+Status BlockManager::check_consistency() const {
+  const int32_t n = num_blocks();
+  auto bad = [](int32_t b, const std::string& what) {
+    return internal_error("block manager: block " + std::to_string(b) + " " + what);
+  };
+  if (num_bad_releases_ > 0) {
+    return internal_error("block manager: " + std::to_string(num_bad_releases_) +
+                          " release(s) of a block with no reference (double release)");
+  }
+  std::vector<uint8_t> in_free(n, 0), seen_lru(n, 0);
+  for (int32_t b : free_) {
+    if (b < 0 || b >= n) return bad(b, "in the free list is out of range");
+    if (in_free[b]++) return bad(b, "is in the free list twice (double release)");
+  }
+  for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+    const int32_t b = *it;
+    if (b < 0 || b >= n) return bad(b, "in the LRU is out of range");
+    if (seen_lru[b]++) return bad(b, "is in the LRU twice (double release)");
+    if (!in_lru_[b]) return bad(b, "is in the LRU but not flagged so");
+    if (lru_pos_[b] != it) return bad(b, "has a stale LRU position");
+  }
+  for (int32_t b = 0; b < n; ++b) {
+    if (ref_[b] < 0) return bad(b, "has a negative reference count " + std::to_string(ref_[b]) + " (double release)");
+    if (static_cast<bool>(seen_lru[b]) != static_cast<bool>(in_lru_[b])) return bad(b, "has an LRU flag that disagrees with the list");
+    if (ref_[b] > 0 && (in_free[b] || seen_lru[b])) {
+      return bad(b, "is referenced (" + std::to_string(ref_[b]) + ") but also free or evictable");
+    }
+    if (ref_[b] == 0 && !in_free[b] && !seen_lru[b]) return bad(b, "has no reference but is neither free nor evictable (leak)");
+    if (in_free[b] && has_key_[b]) return bad(b, "is on the free list but still keyed in the prefix cache");
+    if (seen_lru[b] && !has_key_[b]) return bad(b, "is evictable but has no prefix-cache key");
+    if (has_key_[b]) {
+      if (!caching_) return bad(b, "is keyed although prefix caching is off");
+      auto it = by_key_.find(key_of_[b]);
+      if (it == by_key_.end() || it->second != b) return bad(b, "is keyed but the key index does not point back to it");
+    }
+  }
+  for (const auto& [key, b] : by_key_) {
+    if (b < 0 || b >= n || !has_key_[b] || key_of_[b] != key) return bad(b, "is in the key index under a key it does not hold");
+  }
+  return Status::ok();
 }
 
 }  // namespace anvil

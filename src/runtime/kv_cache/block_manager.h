@@ -14,6 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/status.h"
+
 namespace anvil {
 
 class BlockManager {
@@ -29,17 +31,27 @@ class BlockManager {
   // -1 when every block is in use.
   int32_t allocate();
   void add_ref(int32_t block);
-  void release(int32_t block);
+  void release(int32_t block);  // of an unreferenced block: refused, reported by check_consistency()
   int32_t ref_count(int32_t block) const { return ref_[block]; }
 
   // Key of a full block of `block_size` tokens following a block with key `parent` (0 for the first).
   static uint64_t block_key(uint64_t parent, const int32_t* tokens, int32_t block_size);
 
   // Longest run of cached full blocks matching tokens[0 .. n_blocks * block_size): each returned
-  // block gets a reference. `keys_out` receives the chained keys of the matched blocks.
+  // block gets a reference. `keys_out` receives the chained keys of the matched blocks. Counts
+  // nothing: a caller that may give the match back (admission failed) and retry records the
+  // lookup once, when it keeps it, with record_lookup().
   std::vector<int32_t> match_prefix(const int32_t* tokens, int32_t n_blocks, std::vector<uint64_t>* keys_out);
+  // Adds one kept lookup to the hit statistics (no-op when caching is off).
+  void record_lookup(int32_t num_blocks_queried, int32_t num_blocks_hit);
   // Registers a computed full block under `key` (no-op if caching is off or the key is taken).
   void register_block(int32_t block, uint64_t key);
+
+  // Debug check of the bookkeeping, O(num_blocks): every block with ref 0 is in exactly one of the
+  // free list (unkeyed) or the LRU (keyed), a referenced block in neither, no duplicates, and the
+  // key index and per-block keys agree. Tests call it; so does the executor after every step when
+  // ANVIL_CHECK_KV_BLOCKS is set. The error names the first broken block.
+  Status check_consistency() const;
 
   int64_t num_queries() const { return queries_; }
   int64_t num_hits() const { return hits_; }
@@ -59,6 +71,7 @@ class BlockManager {
   std::unordered_map<uint64_t, int32_t> by_key_;
   int64_t queries_ = 0;
   int64_t hits_ = 0;
+  int64_t num_bad_releases_ = 0;  // releases of unreferenced blocks, refused
 };
 
 }  // namespace anvil
