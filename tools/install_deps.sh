@@ -3,9 +3,9 @@
 # Idempotent: packages already present are skipped, so a warm machine pays only dpkg checks.
 set -euo pipefail
 
-pkgs=(cmake ninja-build g++ ccache pkg-config git xz-utils unzip python3 python3-pip
+pkgs=(cmake ninja-build g++ ccache pkg-config git xz-utils unzip python3 python3-pip python3-venv
       libpcre2-dev libutf8proc-dev nlohmann-json3-dev libcpp-httplib-dev libxxhash-dev
-      libcli11-dev libgtest-dev)
+      libcli11-dev libgtest-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

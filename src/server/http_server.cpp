@@ -174,7 +174,7 @@ MaybeError parse_json_body(const httplib::Request& req, RequestJson* out) {
   }
   try {
     *out = RequestJson::parse(req.body);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e400
     return ApiError{400, std::string("invalid JSON body: ") + e.what(), "", "invalid_json", "invalid_request_error"};
   }
   if (!out->is_object()) {
