@@ -50,7 +50,7 @@ done
 # (OSL 8), and offline throughput of 64 requests of 128 / 128 all at once.
 for m in $MODELS; do
   dir=$MODEL_ROOT/$m
-  common=(--model "$dir" --backend "$BACKEND" --max-seq-len 4096 --max-num-seqs 64 --max-num-tokens 8192)
+  common=(--model "$dir" --backend "$BACKEND" --max-seq-len 4096 --max-num-seqs 256 --max-num-tokens 8192)
   step "anvil-$m-decode" "$ANVIL_BIN" bench latency "${common[@]}" --isl 128 --osl 256 --warmup 2 --iters 5 \
     --json "$OUT_DIR/anvil-$m-decode.json"
   step "anvil-$m-prefill" "$ANVIL_BIN" bench latency "${common[@]}" --isl 2048 --osl 8 --warmup 2 --iters 5 \
@@ -73,7 +73,7 @@ serve_model=${MODELS##* }
 if [ "$SERVE" = 1 ] && "$ANVIL_BIN" serve --help >/dev/null 2>&1; then
   port=${SERVE_PORT:-18080}
   "$ANVIL_BIN" serve --model "$MODEL_ROOT/$serve_model" --backend "$BACKEND" --port "$port" --max-seq-len 4096 \
-    --max-num-seqs 64 >"$OUT_DIR/anvil-serve.log" 2>&1 &
+    --max-num-seqs 256 --max-num-tokens 8192 >"$OUT_DIR/anvil-serve.log" 2>&1 &
   server_pid=$!
   ready=0
   for _ in $(seq 1 180); do
