@@ -111,14 +111,19 @@ def plot_floor(docs, plt, out):
         if d["mode"] != "latency" or "ceiling" not in d:
             continue
         r, c = d["results"], d["ceiling"]
-        rows.append((label(d) + " decode", r.get("decode_tok_s", 0), c.get("decode_tok_s_ceiling", 0)))
-        rows.append((label(d) + " prefill", r.get("prefill_tok_s", 0), c.get("prefill_tok_s_ceiling", 0)))
+        batch = d.get("config", {}).get("batch", 1)
+        name = label(d) + (f" batch {batch}" if batch and batch > 1 else "")
+        rows.append((name + " decode", r.get("decode_tok_s", 0), c.get("decode_tok_s_ceiling", 0)))
+        rows.append((name + " prefill", r.get("prefill_tok_s", 0), c.get("prefill_tok_s_ceiling", 0)))
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
     names = [r[0] for r in rows]
     frac = [r[1] / r[2] if r[2] else 0 for r in rows]
-    ax.barh(names, frac)
+    # Numeric positions: equal names must not collapse into one bar while their labels stay apart.
+    ax.barh(range(len(rows)), frac)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(names)
     for i, (f, r) in enumerate(zip(frac, rows)):
         ax.text(f, i, f" {f:.1%} ({r[1]:,.0f} of {r[2]:,.0f} tok/s)", va="center", fontsize=7)
     ax.set_xlim(0, max(1.0, max(frac) * 1.3))
