@@ -21,6 +21,9 @@ struct ExecutorOptions {
   bool enable_prefix_cache = true;
   int32_t max_queue = 4096;       // waiting requests beyond this are refused (kUnavailable)
   uint64_t seed = 0;              // base of per-request seeds when a request gives none
+  // Priority aging: a request's effective priority rises by one for every this many steps since
+  // it arrived, so a steady stream of higher-priority work cannot starve it. 0 = strict priority.
+  int32_t priority_aging_steps = 256;
 };
 
 struct ExecutorStats {

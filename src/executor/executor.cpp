@@ -197,16 +197,26 @@ class ExecutorImpl final : public Executor {
 
   void add_waiting(std::unique_ptr<Sequence> s) {
     Sequence* p = s.get();
+    p->arrival_step = steps_;
     seqs_[p->id] = std::move(s);
     insert_waiting(p);
   }
 
-  // Waiting order: priority desc, then arrival asc (FCFS).
+  // Effective priority: the request's priority plus one per priority_aging_steps steps waited
+  // since it arrived (a preempted request keeps its arrival), so nothing starves.
+  int64_t effective_priority(const Sequence* s) const {
+    const int64_t age = opts_.priority_aging_steps > 0 ? (steps_ - s->arrival_step) / opts_.priority_aging_steps : 0;
+    return s->request.priority + age;
+  }
+  // Scheduling order: effective priority desc, then arrival asc (FCFS).
+  bool runs_before(const Sequence* a, const Sequence* b) const {
+    const int64_t pa = effective_priority(a), pb = effective_priority(b);
+    if (pa != pb) return pa > pb;
+    return a->arrival < b->arrival;
+  }
+
   void insert_waiting(Sequence* s) {
-    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](Sequence* o) {
-      return o->request.priority < s->request.priority ||
-             (o->request.priority == s->request.priority && o->arrival > s->arrival);
-    });
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](Sequence* o) { return runs_before(s, o); });
     waiting_.insert(it, s);
     std::lock_guard<std::mutex> lk(mu_);
     num_waiting_ = static_cast<int32_t>(waiting_.size());
@@ -263,8 +273,7 @@ class ExecutorImpl final : public Executor {
       bool busy = false;
       for (const ScheduledSeq& sc : scheduled) busy |= sc.seq == s;
       if (busy) continue;
-      if (!victim || s->request.priority < victim->request.priority ||
-          (s->request.priority == victim->request.priority && s->arrival > victim->arrival)) {
+      if (!victim || runs_before(victim, s)) {
         victim = s;
       }
     }
@@ -283,10 +292,9 @@ class ExecutorImpl final : public Executor {
   std::vector<ScheduledSeq> schedule() {
     std::vector<ScheduledSeq> out;
     int32_t budget = opts_.max_num_tokens;
-    std::sort(running_.begin(), running_.end(), [](Sequence* a, Sequence* b) {
-      if (a->request.priority != b->request.priority) return a->request.priority > b->request.priority;
-      return a->arrival < b->arrival;
-    });
+    auto order = [this](const Sequence* a, const Sequence* b) { return runs_before(a, b); };
+    std::sort(running_.begin(), running_.end(), order);
+    std::stable_sort(waiting_.begin(), waiting_.end(), order);  // ages change the order over time
     // Decodes first, then running prefills (chunks).
     for (int pass = 0; pass < 2; ++pass) {
       std::vector<Sequence*> order = running_;
@@ -383,6 +391,7 @@ class ExecutorImpl final : public Executor {
 
   void step() {
     const auto t0 = Clock::now();
+    ++steps_;
     std::vector<ScheduledSeq> scheduled = schedule();
     if (scheduled.empty()) {
       publish_stats(0);
@@ -519,6 +528,7 @@ class ExecutorImpl final : public Executor {
   DeviceBuffer sampling_device_;
   DeviceBuffer ids_device_;
   int64_t preemptions_ = 0;
+  int64_t steps_ = 0;  // steps run (priority aging clock)
   const bool check_blocks_ = std::getenv("ANVIL_CHECK_KV_BLOCKS") != nullptr;
 
   // Shared with callers.

@@ -18,6 +18,7 @@ struct Sequence {
   OutputCallback callback;
   uint64_t seed = 0;
   uint64_t arrival = 0;  // FCFS order
+  int64_t arrival_step = 0;  // executor step count when it arrived (priority aging)
 
   std::vector<int32_t> tokens;
   int32_t num_prompt = 0;

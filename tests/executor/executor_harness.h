@@ -34,6 +34,7 @@ struct HarnessOptions {
   int32_t max_num_seqs = 8;
   bool prefix_cache = true;
   uint64_t seed = 0;
+  int32_t priority_aging_steps = 256;
 };
 
 // One model + executor. The runner allows 64 tokens and 8 sequences per step.
@@ -56,6 +57,7 @@ struct Harness {
     eo.max_num_seqs = h.max_num_seqs;
     eo.enable_prefix_cache = h.prefix_cache;
     eo.seed = h.seed;
+    eo.priority_aging_steps = h.priority_aging_steps;
     auto e = Executor::create(runner.get(), eo);
     EXPECT_TRUE(e.is_ok()) << e.status().to_string();
     if (e.is_ok()) executor = std::move(e).value();
