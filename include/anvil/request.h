@@ -57,6 +57,9 @@ struct Output {
   int32_t num_prompt_tokens = 0;
   int32_t num_cached_prompt_tokens = 0;             // served from the prefix cache
   int32_t num_generated_tokens = 0;                 // so far
+  // Seconds from enqueue until the request was first scheduled; set (>= 0) on the first Output
+  // that carries tokens or finishes it, -1 on later ones.
+  double queue_seconds = -1.0;
 };
 
 // Called on the executor's thread; must not block for long.

@@ -100,6 +100,7 @@ class ExecutorImpl final : public Executor {
     auto seq = std::make_unique<Sequence>();
     seq->id = next_id_++;
     seq->arrival = seq->id;
+    seq->enqueued_at = Clock::now();
     seq->seed = request.sampling.seed.value_or(opts_.seed * 0x9E3779B97F4A7C15ull + seq->id);
     seq->tokens = request.prompt;
     seq->num_prompt = static_cast<int32_t>(request.prompt.size());
@@ -246,8 +247,16 @@ class ExecutorImpl final : public Executor {
     out.num_generated_tokens = s->num_generated();
     out.num_cached_prompt_tokens = s->num_cached_prompt;
     publish_stats(0);  // so a caller woken by the final output sees the freed blocks
+    stamp_queue_time(s);
     if (s->callback) s->callback(out);
     seqs_.erase(s->id);
+  }
+
+  // The first Output of a request carries its queue time (-1 if it never ran, e.g. cancelled
+  // while waiting); later ones carry -1.
+  void stamp_queue_time(Sequence* s) {
+    s->pending.queue_seconds = s->queue_reported ? -1.0 : s->queue_seconds;
+    s->queue_reported = true;
   }
 
   void cancel_now(RequestId id) {
@@ -357,6 +366,7 @@ class ExecutorImpl final : public Executor {
         num_waiting_ = static_cast<int32_t>(waiting_.size());
       }
       running_.push_back(s);
+      if (s->queue_seconds < 0) s->queue_seconds = std::chrono::duration<double>(Clock::now() - s->enqueued_at).count();
       out.push_back({s, n, s->num_computed + n == len});
       budget -= n;
     }
@@ -469,6 +479,7 @@ class ExecutorImpl final : public Executor {
       } else if (s->request.streaming) {
         s->pending.num_generated_tokens = s->num_generated();
         s->pending.num_cached_prompt_tokens = s->num_cached_prompt;
+        stamp_queue_time(s);
         if (s->callback) s->callback(s->pending);
         s->pending.tokens.clear();
         s->pending.logprobs.clear();

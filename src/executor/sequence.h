@@ -19,6 +19,9 @@ struct Sequence {
   uint64_t seed = 0;
   uint64_t arrival = 0;  // FCFS order
   int64_t arrival_step = 0;  // executor step count when it arrived (priority aging)
+  std::chrono::steady_clock::time_point enqueued_at;
+  double queue_seconds = -1.0;  // set when first scheduled
+  bool queue_reported = false;  // the first Output carried queue_seconds
 
   std::vector<int32_t> tokens;
   int32_t num_prompt = 0;

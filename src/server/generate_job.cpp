@@ -41,6 +41,7 @@ std::vector<IndexedDelta> GenerateJob::pump(std::chrono::milliseconds timeout) {
     ChoiceStream& c = choices_[ev.seq];
     const bool was_finished = c.finished();
     const size_t k = ev.output.tokens.size();
+    if (ev.output.queue_seconds >= 0) metrics_->observe_queue(ev.output.queue_seconds);
     if (k > 0 && !was_finished) {
       if (!got_token_[ev.seq]) {
         metrics_->observe_ttft(seconds(ev.at - arrival_));

@@ -61,7 +61,7 @@ void Histogram::render(const std::string& name, const std::string& help, std::st
   *out += name + "_count " + std::to_string(count_) + "\n";
 }
 
-Metrics::Metrics() : ttft_(kLatencyBounds), itl_(kItlBounds), e2e_(kLatencyBounds) {
+Metrics::Metrics() : ttft_(kLatencyBounds), itl_(kItlBounds), e2e_(kLatencyBounds), queue_(kLatencyBounds) {
   for (const char* r : {"stop", "length", "abort", "error"}) finished_[r] = 0;
 }
 
@@ -98,6 +98,7 @@ std::string Metrics::render(const ExecutorStats* stats) const {
   ttft_.render("anvil_time_to_first_token_seconds", "Time from arrival to the first generated token.", &out);
   itl_.render("anvil_inter_token_latency_seconds", "Time between consecutive generated tokens of a sequence.", &out);
   e2e_.render("anvil_e2e_request_latency_seconds", "Time from arrival to the last token of a sequence.", &out);
+  queue_.render("anvil_request_queue_time_seconds", "Time a sequence waited in the executor's queue before it first ran.", &out);
   if (stats != nullptr) {
     scalar("anvil_num_requests_running", "gauge", "Sequences in the running batch.", stats->num_running, &out);
     scalar("anvil_num_requests_waiting", "gauge", "Sequences waiting to be scheduled.", stats->num_waiting, &out);

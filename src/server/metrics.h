@@ -39,6 +39,7 @@ class Metrics {
   void observe_ttft(double s) { ttft_.observe(s); }
   void observe_inter_token(double s) { itl_.observe(s); }
   void observe_e2e(double s) { e2e_.observe(s); }
+  void observe_queue(double s) { queue_.observe(s); }
   // One HTTP response by status code.
   void record_http(int status);
 
@@ -54,6 +55,7 @@ class Metrics {
   Histogram ttft_;
   Histogram itl_;
   Histogram e2e_;
+  Histogram queue_;
 };
 
 }  // namespace anvil::server

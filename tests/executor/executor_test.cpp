@@ -292,6 +292,28 @@ TEST(Executor, ShutdownCancelsPending) {
   EXPECT_FALSE(id.is_ok());
 }
 
+TEST(Executor, FirstOutputCarriesQueueTime) {
+  Fixture f("llama2_mha", 64, 64);
+  std::mutex mu;
+  std::vector<double> q;
+  bool done = false;
+  std::condition_variable cv;
+  ASSERT_TRUE(f.executor->enqueue(greedy_request({1, 2, 3}, 5), [&](const Output& o) {
+                std::lock_guard<std::mutex> lk(mu);
+                q.push_back(o.queue_seconds);
+                if (o.finished) {
+                  done = true;
+                  cv.notify_all();
+                }
+              }).is_ok());
+  std::unique_lock<std::mutex> lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(30), [&] { return done; }));
+  ASSERT_EQ(q.size(), 5u);  // streaming: one Output per token, the last one final
+  EXPECT_GE(q[0], 0.0);
+  EXPECT_LT(q[0], 10.0);
+  for (size_t i = 1; i < q.size(); ++i) EXPECT_EQ(q[i], -1.0);
+}
+
 TEST(Executor, ManyConcurrentRequestsAllFinish) {
   Fixture f("qwen2", 48, 16);
   std::vector<Collector> c(24);

@@ -263,6 +263,9 @@ TEST_P(Completions, ModelsHealthAndMetrics) {
   EXPECT_EQ(s["anvil_generation_tokens_total"], 24);
   EXPECT_EQ(s["anvil_time_to_first_token_seconds_count"], 3);
   EXPECT_EQ(s["anvil_e2e_request_latency_seconds_count"], 3);
+  EXPECT_EQ(s["anvil_request_queue_time_seconds_count"], 3);  // once per sequence
+  EXPECT_GE(s["anvil_request_queue_time_seconds_sum"], 0);
+  EXPECT_LE(s["anvil_request_queue_time_seconds_sum"], s["anvil_time_to_first_token_seconds_sum"]);
   EXPECT_EQ(s["anvil_inter_token_latency_seconds_count"], 21);  // tokens after the first of each sequence
   EXPECT_GT(s["anvil_e2e_request_latency_seconds_sum"], 0);
   EXPECT_EQ(s["anvil_num_requests_running"], 0);
