@@ -9,6 +9,7 @@
 //   quantization accuracy gates will use).
 // Skipped, with a message, when the model file is absent (no network for pip).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <condition_variable>
@@ -37,9 +38,16 @@ class SmolLM2 : public ::testing::Test {
     if (!fs::exists(kGguf)) return;
     dir_ = std::string(ANVIL_BINARY_DIR) + "/tests/smollm2_f32";
     if (!fs::exists(dir_ + "/config.json")) {
-      fs::create_directories(dir_);
-      Status s = convert_gguf_to_hf(kGguf, dir_, DType::kF32);
+      // CTest runs these tests as parallel processes: each converts into its own folder and
+      // renames it into place; a loser of the race drops its copy and uses the winner's.
+      const std::string tmp = dir_ + ".tmp" + std::to_string(::getpid());
+      fs::create_directories(tmp);
+      Status s = convert_gguf_to_hf(kGguf, tmp, DType::kF32);
       ASSERT_TRUE(s.is_ok()) << s.to_string();
+      std::error_code ec;
+      fs::rename(tmp, dir_, ec);
+      if (ec) fs::remove_all(tmp);
+      ASSERT_TRUE(fs::exists(dir_ + "/config.json")) << "conversion into " << dir_ << " failed";
     }
     std::ifstream in(std::string(ANVIL_SOURCE_DIR) + "/tests/golden/smollm2/golden.json");
     golden_ = nlohmann::json::parse(in);
