@@ -338,6 +338,11 @@ class ExecutorImpl final : public Executor {
     while (!waiting_.empty() && budget > 0 && static_cast<int32_t>(running_.size()) < opts_.max_num_seqs) {
       Sequence* s = waiting_.front();
       const int32_t len = static_cast<int32_t>(s->tokens.size());
+      // Equal prompts arriving together (n > 1, a shared system prompt): if a running sequence is
+      // computing this prompt's first block right now, wait a step so its blocks are registered
+      // and shared instead of computed twice. The front waits (FCFS holds); the running sequence
+      // is scheduled before any admission, so this always resolves.
+      if (first_block_in_flight(s)) break;
       int32_t lookup_queried = 0, lookup_hit = 0;
       if (s->num_computed == 0 && s->blocks.empty()) {
         // Prefix cache: full blocks of tokens[0, len - 1) (the last token is always computed).
@@ -371,6 +376,18 @@ class ExecutorImpl final : public Executor {
       budget -= n;
     }
     return out;
+  }
+
+  // True when `s` has not started and a running sequence has the same first full block but has not
+  // computed (registered) it yet.
+  bool first_block_in_flight(const Sequence* s) const {
+    if (!opts_.enable_prefix_cache || s->num_computed > 0 || !s->blocks.empty()) return false;
+    if (static_cast<int32_t>(s->tokens.size()) - 1 < block_size_) return false;  // no full block to share
+    for (const Sequence* r : running_) {
+      if (!r->block_keys.empty() || static_cast<int32_t>(r->tokens.size()) <= block_size_) continue;
+      if (std::equal(s->tokens.begin(), s->tokens.begin() + block_size_, r->tokens.begin())) return true;
+    }
+    return false;
   }
 
   void register_full_blocks(Sequence* s) {

@@ -131,6 +131,25 @@ TEST(Executor, PrefixCacheHitGivesSameOutput) {
   EXPECT_GE(s.num_prefix_cache_hits, 5);
 }
 
+TEST(Executor, EqualPromptsArrivingTogetherShareTheirBlocks) {
+  // Four copies of a 23-token prompt (5 full blocks of 4) enqueued at once, as the server does for
+  // n = 4: the first computes the prompt, the others wait a step and take its 5 blocks from the
+  // prefix cache; all produce HF's greedy tokens.
+  Fixture f("llama3_gqa", 64, 64);
+  auto meta = golden_meta("llama3_gqa");
+  auto prompt = meta["prompts"][2].get<std::vector<int32_t>>();
+  auto want = meta["greedy"][2].get<std::vector<int32_t>>();
+  std::vector<Collector> c(4);
+  for (auto& x : c) ASSERT_TRUE(f.executor->enqueue(greedy_request(prompt, 6), x.callback()).is_ok());
+  int cached = 0;
+  for (auto& x : c) {
+    x.wait();
+    EXPECT_EQ(x.tokens, std::vector<int32_t>(want.begin(), want.begin() + 6));
+    cached += x.last.num_cached_prompt_tokens;
+  }
+  EXPECT_EQ(cached, 3 * 20);
+}
+
 TEST(Executor, PrefixCacheOffComputesEverything) {
   Fixture f("llama3_gqa", 64, 64, 4, /*prefix_cache=*/false);
   auto prompt = golden_meta("llama3_gqa")["prompts"][2].get<std::vector<int32_t>>();
