@@ -83,7 +83,7 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend* backend, Model
   return r;
 }
 
-Status ModelRunner::upload(const StepInput& s, BatchView* v, int32_t* num_logit_rows) {
+Status ModelRunner::upload(const StepInput& s, int32_t pad_to, BatchView* v, int32_t* num_logit_rows) {
   const RunnerOptions& o = options_;
   const int32_t t = static_cast<int32_t>(s.token_ids.size());
   const int32_t n = static_cast<int32_t>(s.context_lens.size());
@@ -119,11 +119,24 @@ Status ModelRunner::upload(const StepInput& s, BatchView* v, int32_t* num_logit_
     std::copy(s.block_tables[i].begin(), s.block_tables[i].end(), row);
     std::fill(row + s.block_tables[i].size(), row + max_blocks_per_seq_, 0);
   }
-  const size_t used = off_tables_ + static_cast<size_t>(n) * max_blocks_per_seq_;
+  // Padding of a decode-only step up to a graph bucket: one-token dummy sequences at position 0
+  // that write nothing (slot -1) and read block 0.
+  const int32_t total = std::max(n, pad_to);
+  for (int32_t i = n; i < total; ++i) {
+    h[off_ids_ + i] = 0;
+    h[off_pos_ + i] = 0;
+    h[off_slots_ + i] = -1;
+    h[off_starts_ + i + 1] = i + 1;
+    h[off_ctx_ + i] = 1;
+    h[off_rows_ + i] = i;
+    int32_t* row = h + off_tables_ + static_cast<size_t>(i) * max_blocks_per_seq_;
+    std::fill(row, row + max_blocks_per_seq_, 0);
+  }
+  const size_t used = off_tables_ + static_cast<size_t>(total) * max_blocks_per_seq_;
   ANVIL_RETURN_IF_ERROR(backend_->copy_h2d(meta_.get(), h, used * sizeof(int32_t)));
   auto* d = static_cast<int32_t*>(meta_.get());
-  v->num_tokens = t;
-  v->num_seqs = n;
+  v->num_tokens = t + (total - n);
+  v->num_seqs = total;
   v->max_query_len = max_q;
   v->max_context_len = max_ctx;
   v->max_blocks_per_seq = max_blocks_per_seq_;
@@ -134,7 +147,7 @@ Status ModelRunner::upload(const StepInput& s, BatchView* v, int32_t* num_logit_
   v->slot_map = d + off_slots_;
   v->logit_rows = d + off_rows_;
   v->block_tables = d + off_tables_;
-  *num_logit_rows = rows;
+  *num_logit_rows = rows + (total - n);
   return Status::ok();
 }
 
@@ -228,20 +241,10 @@ Status ModelRunner::forward_graph(const StepInput& step, Tensor* logits, bool* u
     if (step.logit_rows[i] != i) return Status::ok();
   const int32_t bucket = graph_bucket(n);
   if (bucket < 0) return Status::ok();
-  // Pad to the bucket: dummy sequences of one token at position 0 that write nothing.
-  padded_ = step;
-  for (int32_t i = n; i < bucket; ++i) {
-    padded_.token_ids.push_back(0);
-    padded_.positions.push_back(0);
-    padded_.slot_map.push_back(-1);
-    padded_.seq_starts.push_back(i + 1);
-    padded_.context_lens.push_back(1);
-    padded_.logit_rows.push_back(i);
-    padded_.block_tables.push_back({0});
-  }
+  // Pad to the bucket in the metadata buffer (no copy of the step).
   BatchView view;
   int32_t rows = 0;
-  ANVIL_RETURN_IF_ERROR(upload(padded_, &view, &rows));
+  ANVIL_RETURN_IF_ERROR(upload(step, bucket, &view, &rows));
   // Hints fixed per bucket, so the captured launch shapes stay valid for every replay.
   view.max_query_len = 1;
   view.max_context_len = options_.max_seq_len;
@@ -279,7 +282,7 @@ Status ModelRunner::forward(const StepInput& step, Tensor* logits) {
   if (used) return Status::ok();
   BatchView view;
   int32_t rows = 0;
-  ANVIL_RETURN_IF_ERROR(upload(step, &view, &rows));
+  ANVIL_RETURN_IF_ERROR(upload(step, 0, &view, &rows));
   ANVIL_RETURN_IF_ERROR(run_nodes(view, rows));
   *logits = activation(def_.graph.outputs()[0], view.num_tokens, rows);
   return Status::ok();

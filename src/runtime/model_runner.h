@@ -74,7 +74,9 @@ class ModelRunner {
 
  private:
   ModelRunner() = default;
-  Status upload(const StepInput& step, BatchView* view, int32_t* num_logit_rows);
+  // Writes the step's metadata into the fixed buffer and uploads it; pad_to > num_seqs appends
+  // dummy decode sequences (callers ensure a decode-only step).
+  Status upload(const StepInput& step, int32_t pad_to, BatchView* view, int32_t* num_logit_rows);
   Tensor activation(int id, int64_t num_tokens, int64_t num_logit_rows) const;
   Status run_node(const Node& n, const BatchView& view, int64_t num_tokens, int64_t num_logit_rows);
   Status dump(const Node& n, int64_t num_tokens, int64_t num_logit_rows);
@@ -101,7 +103,6 @@ class ModelRunner {
 
   std::map<int32_t, int> graph_of_bucket_;  // bucket -> backend graph id
   bool graphs_supported_ = true;
-  StepInput padded_;
 
   std::set<std::string> dump_names_;
   std::map<std::string, DumpedTensor> dumps_;

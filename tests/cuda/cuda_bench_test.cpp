@@ -22,30 +22,6 @@ bool bench_enabled() {
   return e && std::string(e) == "1";
 }
 
-// Median microseconds per call of fn over `batches` batches of `per_batch` calls.
-double time_us(CudaBackend* be, const std::function<void(int)>& fn, int batches = 15, int per_batch = 10) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < 3; ++i) fn(i);
-  cudaStreamSynchronize(be->stream());
-  std::vector<double> t;
-  int call = 0;
-  for (int i = 0; i < batches; ++i) {
-    cudaEventRecord(a, be->stream());
-    for (int j = 0; j < per_batch; ++j) fn(call++);
-    cudaEventRecord(b, be->stream());
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms * 1000.0 / per_batch);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 struct Report {
   std::ostringstream md;
   void row(const std::string& s) {
@@ -56,24 +32,6 @@ struct Report {
     if (const char* p = std::getenv("ANVIL_BENCH_OUT")) std::ofstream(p, std::ios::app) << md.str();
   }
 };
-
-// n random elements of dt on the device: a 1M-element random block tiled (fast to make for the
-// 1 GiB lm head; still nonzero, non-repeating within any kernel tile).
-DevBuf random_dev(Backend* be, DType dt, size_t n, uint32_t seed) {
-  const size_t block = std::min<size_t>(n, size_t{1} << 20);
-  auto v = random_floats(block, seed);
-  auto bits = round_to(dt, v);
-  DevBuf d = DevBuf::poison(be, 16);
-  auto r = DeviceBuffer::create(be, n * 2);
-  EXPECT_TRUE(r.is_ok());
-  d.buf = std::move(r).value();
-  for (size_t off = 0; off < n; off += block) {
-    const size_t cnt = std::min(block, n - off);
-    EXPECT_TRUE(be->copy_h2d(static_cast<uint16_t*>(d.buf.get()) + off, bits.data(), cnt * 2).is_ok());
-  }
-  EXPECT_TRUE(be->synchronize().is_ok());
-  return d;
-}
 
 TEST(CudaBench, Ops) {
   ANVIL_REQUIRE_GPU();
@@ -89,7 +47,7 @@ TEST(CudaBench, Ops) {
   const size_t copy_bytes = size_t{1} << 30;
   auto c0 = DevBuf::poison(gpu.get(), copy_bytes);
   auto c1 = DevBuf::poison(gpu.get(), copy_bytes);
-  const double copy_us = time_us(be, [&](int) { (void)gpu->copy_d2d(c1.buf.get(), c0.buf.get(), copy_bytes); }, 5, 4);
+  const double copy_us = time_us(be->stream(), [&](int) { (void)gpu->copy_d2d(c1.buf.get(), c0.buf.get(), copy_bytes); }, 5, 4);
   const double ceiling = 2.0 * copy_bytes / copy_us / 1e3;  // GB/s
   rep.row("device: " + gpu->name());
   std::snprintf(line, sizeof line, "copy ceiling (d2d 1 GiB, read+write): %.0f GB/s", ceiling);
@@ -116,7 +74,7 @@ TEST(CudaBench, Ops) {
         Status st = gpu->linear(x.t(dt, {m, g.k}), ws[i % copies].t(dt, {g.n, g.k}), Tensor(), o.t(odt, {m, g.n}));
         if (!st.is_ok()) ADD_FAILURE() << st.to_string();
       };
-      const double us = time_us(be, fn, m == 1 ? 15 : 7, m == 1 ? 10 : 4);
+      const double us = time_us(be->stream(), fn, m == 1 ? 15 : 7, m == 1 ? 10 : 4);
       const double flops = 2.0 * m * g.n * g.k;
       const double bytes = static_cast<double>(wbytes) + m * g.k * 2.0 + m * g.n * dtype_size(odt);
       std::snprintf(line, sizeof line, "| %s | %lld | %lld | %lld | %.1f | %.1f | %.0f | %.0f%% |", g.name,
@@ -139,11 +97,11 @@ TEST(CudaBench, Ops) {
     auto r = random_dev(gpu.get(), dt, t * h, 2);
     auto w = random_dev(gpu.get(), dt, h, 3);
     auto o = DevBuf::poison(gpu.get(), t * h * 2);
-    const double us = time_us(be, [&](int) {
+    const double us = time_us(be->stream(), [&](int) {
       (void)gpu->rms_norm(x.t(dt, {t, h}), r.t(dt, {t, h}), w.t(dt, {h}), 1e-5f, o.t(dt, {t, h}));
     });
     report_bw("rms_norm + residual", "T=2048 H=4096", us, 4.0 * t * h * 2);
-    const double us2 = time_us(be, [&](int) {
+    const double us2 = time_us(be->stream(), [&](int) {
       (void)gpu->rms_norm(x.t(dt, {t, h}), Tensor(), w.t(dt, {h}), 1e-5f, o.t(dt, {t, h}));
     });
     report_bw("rms_norm", "T=2048 H=4096", us2, 2.0 * t * h * 2);
@@ -168,7 +126,7 @@ TEST(CudaBench, Ops) {
     b.positions = static_cast<const int32_t*>(d_pos.buf.get());
     b.slot_map = static_cast<const int32_t*>(d_slot.buf.get());
     KvCacheLayer kv{kc.buf.get(), vc.buf.get(), dt, nb, bs, hkv, d};
-    const double us = time_us(be, [&](int) {
+    const double us = time_us(be->stream(), [&](int) {
       (void)gpu->rope_kv_write(qkv.t(dt, {t, row}), Tensor(), Tensor(), 1e-6f, d_inv.t(DType::kF32, {d / 2}), 1.0f, b,
                                q.t(dt, {t, hq, d}), kv);
     });
@@ -178,10 +136,10 @@ TEST(CudaBench, Ops) {
     const int64_t f = 14336;
     auto gu = random_dev(gpu.get(), dt, t * 2 * f, 5);
     auto o = DevBuf::poison(gpu.get(), t * f * 2);
-    const double us = time_us(be, [&](int) { (void)gpu->act_mul(gu.t(dt, {t, 2 * f}), Activation::kSilu, o.t(dt, {t, f})); });
+    const double us = time_us(be->stream(), [&](int) { (void)gpu->act_mul(gu.t(dt, {t, 2 * f}), Activation::kSilu, o.t(dt, {t, f})); });
     report_bw("act_mul silu", "T=2048 F=14336", us, 3.0 * t * f * 2);
     const int64_t f2 = 4096;
-    const double us2 = time_us(be, [&](int) {
+    const double us2 = time_us(be->stream(), [&](int) {
       (void)gpu->act_mul(gu.t(dt, {t, 2 * f2}), Activation::kSilu, o.t(dt, {t, f2}));
     });
     report_bw("act_mul silu", "T=2048 F=4096", us2, 3.0 * t * f2 * 2);
@@ -215,7 +173,7 @@ TEST(CudaBench, Ops) {
       sb.top_p = mode == 2 ? static_cast<const float*>(topp.buf.get()) : nullptr;
       sb.seeds = static_cast<const uint64_t*>(seeds.buf.get());
       sb.steps = static_cast<const int64_t*>(steps.buf.get());
-      const double us = time_us(be, [&](int) {
+      const double us = time_us(be->stream(), [&](int) {
         (void)gpu->sample(logits.t(DType::kF32, {rows, vocab}), sb, ids.t(DType::kI32, {rows}), lp.t(DType::kF32, {rows}));
       });
       const char* names[] = {"greedy", "temperature", "top-k 50 + top-p 0.9"};

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
+#include <cuda_runtime_api.h>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -99,5 +102,48 @@ inline Tensor host_tensor(std::vector<float>& v, Shape s) { return Tensor(v.data
 inline Tensor host_tensor(std::vector<int32_t>& v, Shape s) { return Tensor(v.data(), DType::kI32, s); }
 
 inline const char* name_of(DType d) { return d == DType::kBF16 ? "bf16" : "f16"; }
+
+// Median microseconds per call of fn over `batches` batches of `per_batch` calls on `stream`,
+// after 3 warm-up calls (micro-benchmarks).
+inline double time_us(cudaStream_t stream, const std::function<void(int)>& fn, int batches = 15, int per_batch = 10) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int i = 0; i < 3; ++i) fn(i);
+  cudaStreamSynchronize(stream);
+  std::vector<double> t;
+  int call = 0;
+  for (int i = 0; i < batches; ++i) {
+    cudaEventRecord(a, stream);
+    for (int j = 0; j < per_batch; ++j) fn(call++);
+    cudaEventRecord(b, stream);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms * 1000.0 / per_batch);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// n random elements of dt on the device: a 1M-element random block tiled (fast to make for the
+// 1 GiB lm head; still nonzero, non-repeating within any kernel tile).
+inline DevBuf random_dev(Backend* be, DType dt, size_t n, uint32_t seed) {
+  const size_t block = std::min<size_t>(n, size_t{1} << 20);
+  auto v = random_floats(block, seed);
+  auto bits = round_to(dt, v);
+  DevBuf d = DevBuf::poison(be, 16);
+  auto r = DeviceBuffer::create(be, n * 2);
+  EXPECT_TRUE(r.is_ok());
+  d.buf = std::move(r).value();
+  for (size_t off = 0; off < n; off += block) {
+    const size_t cnt = std::min(block, n - off);
+    EXPECT_TRUE(be->copy_h2d(static_cast<uint16_t*>(d.buf.get()) + off, bits.data(), cnt * 2).is_ok());
+  }
+  EXPECT_TRUE(be->synchronize().is_ok());
+  return d;
+}
 
 }  // namespace anvil::test
