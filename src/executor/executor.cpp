@@ -276,7 +276,7 @@ class ExecutorImpl final : public Executor {
   }
 
   // Preempts the lowest-priority, latest running sequence other than those already scheduled.
-  Sequence* pick_victim(const std::vector<ScheduledSeq>& scheduled, Sequence* requester) {
+  Sequence* pick_victim(const std::vector<ScheduledSeq>& scheduled) {
     Sequence* victim = nullptr;
     for (Sequence* s : running_) {
       bool busy = false;
@@ -286,7 +286,6 @@ class ExecutorImpl final : public Executor {
         victim = s;
       }
     }
-    (void)requester;
     return victim;
   }
 
@@ -316,7 +315,7 @@ class ExecutorImpl final : public Executor {
         const int32_t n = decode ? 1 : std::min(len - s->num_computed, budget);
         bool ok = grow(s, s->num_computed + n);
         while (!ok) {
-          Sequence* victim = pick_victim(out, s);
+          Sequence* victim = pick_victim(out);
           if (!victim || victim == s) break;
           preempt(victim);
           ok = grow(s, s->num_computed + n);

@@ -35,7 +35,6 @@ struct Sequence {
   bool cancelled = false;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
-  bool prefilling() const { return num_computed < static_cast<int32_t>(tokens.size()) - 1 || num_computed == 0; }
 };
 
 }  // namespace anvil
