@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(cmake ninja-build g++ ccache pkg-config git xz-utils unzip python3 python3-pip python3-venv
       libpcre2-dev libutf8proc-dev nlohmann-json3-dev libcpp-httplib-dev libxxhash-dev
-      libcli11-dev libgtest-dev clang libclang-rt-14-dev)
+      libcli11-dev libgtest-dev clang libclang-rt-14-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

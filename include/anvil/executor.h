@@ -37,6 +37,14 @@ struct ExecutorStats {
   int64_t num_preemptions = 0;
   int64_t num_prompt_tokens = 0;
   int64_t num_generated_tokens = 0;
+  int64_t num_kv_block_copies = 0;       // copy-on-write of shared partial blocks
+  // KV use after the last step: slots (tokens) in the blocks that sequences hold, and the slots
+  // holding K/V; shared blocks count once. Sums over all steps give the run's mean waste:
+  // 1 - kv_slots_used_steps / kv_slots_allocated_steps.
+  int64_t kv_slots_allocated = 0;
+  int64_t kv_slots_used = 0;
+  int64_t kv_slots_allocated_steps = 0;
+  int64_t kv_slots_used_steps = 0;
   double last_step_ms = 0;
   double seconds_since_last_step = 0;  // while work is pending: a stuck loop shows here
 };
@@ -48,9 +56,10 @@ class Executor {
   virtual ~Executor() = default;
 
   // Validates and queues a request. The callback receives every Output for it, the last one with
-  // finished == true (exactly one final Output per accepted request, whatever happens).
+  // finished == true: exactly one final Output per sequence index 0..n-1 of an accepted request,
+  // whatever happens (n = sampling.n; for beam search the n best hypotheses).
   virtual Result<RequestId> enqueue(Request request, OutputCallback callback) = 0;
-  // Cancels a queued or running request: its final Output has FinishReason::kCancelled and its
+  // Cancels a queued or running request (all its sequences): each final Output has FinishReason::kCancelled and its
   // KV blocks are freed. Unknown or finished ids are ignored.
   virtual void cancel(RequestId id) = 0;
   // Stops the loop. drain: finish every accepted request first; else cancel them all.

@@ -1,10 +1,12 @@
 // The public request/response types of anvil's C++ API: what a caller asks for (Request,
 // SamplingParams) and what comes back, token by token (Output). Plain data; validated by
-// Executor::enqueue, which names the field that is out of range.
+// Executor::enqueue, which names the field that is out of range. A request yields n sequences
+// (n > 1 samples, or the n best beams); each sequence's Outputs carry its index.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +16,12 @@
 namespace anvil {
 
 using RequestId = uint64_t;
+
+// Beam search stopping rule, as Hugging Face defines `early_stopping`: kTrue stops as soon as
+// `beam_width` hypotheses are finished; kFalse stops when the best running beam, scored at its
+// current length, can no longer beat the worst finished one; kNever scores it at max_tokens when
+// length_penalty > 0 (the canonical, slowest rule).
+enum class EarlyStopping { kFalse, kTrue, kNever };
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0 = greedy
@@ -29,13 +37,40 @@ struct SamplingParams {
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
   int32_t logprobs = -1;            // -1: none; 0: the chosen token's; k > 0: also top k (<= 20)
+  // Stop strings (OpenAI `stop`, at most 16): generation ends once the text contains one; the
+  // returned text ends just before it, the tokens end with the one that completed it. They may
+  // span tokens. Needs Request::detokenizer. Checked from min_tokens on.
+  std::vector<std::string> stop;
+
+  // Sequences returned. Sampling: n samples of the prompt, sequence i seeded with seed + i; they
+  // share the prompt's KV blocks (the last, partial one copied on first write).
+  int32_t n = 1;
+  // Beam search when > 0 (1..8): deterministic, scored by the sum of the tokens' log-probabilities
+  // over (generated length ^ length_penalty); the n <= beam_width best hypotheses come back in one
+  // final Output each (index 0 is the best), nothing is streamed. Temperature, top-k/p and min-p
+  // are not used; penalties and stop strings are refused. EOS and stop_token_ids end a beam.
+  int32_t beam_width = 0;
+  float length_penalty = 1.0f;
+  EarlyStopping early_stopping = EarlyStopping::kFalse;
 };
+
+// Incremental detokenizer that the caller supplies (the executor does not link a tokenizer).
+// One instance per sequence, used only on the executor's thread and only for requests with stop
+// strings. add() returns the text the token completed (UTF-8 may be held back across tokens).
+class TextDecoder {
+ public:
+  virtual ~TextDecoder() = default;
+  virtual std::string add(int32_t token) = 0;
+  virtual std::string finish() = 0;  // releases any held-back text at the end
+};
+using TextDecoderFactory = std::function<std::unique_ptr<TextDecoder>()>;
 
 struct Request {
   std::vector<int32_t> prompt;  // token ids
   SamplingParams sampling;
   int32_t priority = 0;         // higher runs first; FCFS within a priority
   bool streaming = true;        // deliver every token as it comes; else one Output at the end
+  TextDecoderFactory detokenizer;  // required when sampling.stop is not empty
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
@@ -48,10 +83,16 @@ struct TokenLogprob {
 
 struct Output {
   RequestId id = 0;
+  int32_t index = 0;                                // which of the request's n sequences
   std::vector<int32_t> tokens;                      // new tokens since the last Output
   std::vector<float> logprobs;                      // per new token, if asked
   std::vector<std::vector<TokenLogprob>> top_logprobs;  // per new token, if asked
-  bool finished = false;
+  // With stop strings only: the new text of the new tokens, held back while it could still be
+  // the start of a stop string, cut just before the stop string that ended the sequence.
+  std::string text;
+  std::string stop_reason;                          // the stop string that matched, if one did
+  double cumulative_logprob = 0.0;                  // beam search: the hypothesis' sum of logprobs
+  bool finished = false;                            // this sequence (index) is done
   FinishReason finish_reason = FinishReason::kNone;
   Status error;                                     // set when finish_reason == kError
   int32_t num_prompt_tokens = 0;

@@ -48,6 +48,12 @@ struct BatchView {
 //   v: [num_blocks, num_kv_heads, block_size, head_dim]    block_size * head_dim elements)
 //
 // Token slot s lives in block s / block_size at row s % block_size.
+//
+// Quantized KV cache (dtype kF8E4M3 or kI8): each element is stored as round(x / scale[h]) with
+// one f32 scale per KV head and layer (k_scale / v_scale, [num_kv_heads], backend memory; set
+// by calibration at build time). kI8 rounds to nearest and saturates to [-127, 127]; kF8E4M3
+// converts with satfinite (core/dtype.h). Readers multiply back by the scale. For the compute
+// dtype (and f32 on the CPU) the scales are null and unused.
 struct KvCacheLayer {
   void* k = nullptr;
   void* v = nullptr;
@@ -56,6 +62,40 @@ struct KvCacheLayer {
   int32_t block_size = 0;
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
+  const float* k_scale = nullptr;  // [num_kv_heads] for kF8E4M3 / kI8
+  const float* v_scale = nullptr;
+};
+
+// Quantized linear weights (docs/quantization.md). A weight of N output and K input channels;
+// element (n, k) dequantizes as:
+//   kInt8WeightOnly  data i8 [N, K]; w = q * scales[n]                       (W8A16, per channel)
+//   kInt4Group       data u8 [N, K / 2], two unsigned 4-bit codes q in 0..15 per byte, the low
+//                    nibble holding the even k; g = k / group_size;
+//                    w = q * scales[n, g] + offsets[n, g]   (offsets = -zero_point * scale; a
+//                    symmetric quantizer uses zero point 8)                 (W4A16: RTN, AWQ, GPTQ)
+//   kInt8W8A8        data i8 [N, K]; scales[n]. Activations are quantized per token at run time:
+//                    s_t = max_k |x[t, k]| / 127, qx = round(x / s_t) clamped to [-127, 127];
+//                    out = (sum_k qx * q) * s_t * scales[n] (+ bias)          (SmoothQuant; the
+//                    smoothing factors are folded into the preceding weights at build time)
+//   kFp8W8A8         data e4m3 [N, K]; scales[n] (per-tensor scaling = all equal). Activations:
+//                    s_t = max_k |x[t, k]| / 448, qx = e4m3(x / s_t) (satfinite);
+//                    out = (sum_k qx * q) * s_t * scales[n] (+ bias)
+// scales / offsets: kInt4Group stores them as f16 [N, K / group_size]; the others as f32 [N]
+// (offsets null). Accumulation is f32 (int32 for kInt8W8A8).
+// Decode sizes: the CUDA backend runs the W8A8 formats at M <= 16 as weight-only GEMMs
+// (w = q * scales[n] against the unquantized activations): bound by the weight read, where
+// skipping the activation quantization is faster and more precise. Results at M <= 16 therefore
+// differ from the per-token-quantized semantics by that quantization's error.
+enum class QuantFormat { kInt8WeightOnly, kInt4Group, kInt8W8A8, kFp8W8A8 };
+const char* quant_format_name(QuantFormat f);  // "int8_wo", "int4_group", "int8_w8a8", "fp8_w8a8"
+
+struct QuantizedWeight {
+  QuantFormat format = QuantFormat::kInt8WeightOnly;
+  int64_t n = 0, k = 0;
+  int32_t group_size = 0;  // kInt4Group: 32, 64 or 128 (K a multiple of it); else 0
+  const void* data = nullptr;
+  const void* scales = nullptr;
+  const void* offsets = nullptr;  // kInt4Group only
 };
 
 enum class Activation { kSilu, kGeluTanh };
@@ -152,6 +192,13 @@ class Backend {
   //   q [T, Hq, D]; out [T, Hq, D]
   virtual Status attention(const Tensor& q, const KvCacheLayer& kv, const BatchView& batch, float scale,
                            Tensor out) = 0;
+
+  // out = x @ dequant(w)^T (+ bias) for a quantized weight (see QuantFormat). x [M, K] in the
+  // compute dtype; bias [N] or empty; out [M, N] (the compute dtype, or f32).
+  virtual Status linear_quantized(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor out) {
+    (void)x, (void)w, (void)bias, (void)out;
+    return unsupported(name() + ": quantized linear (" + quant_format_name(w.format) + ")");
+  }
 
   // out = act(gate) * up.  gate_up [T, 2F] laid out [gate | up]; out [T, F].
   virtual Status act_mul(const Tensor& gate_up, Activation act, Tensor out) = 0;

@@ -216,14 +216,28 @@ Result<BenchOutput> run_throughput(ModelRunner* runner, const ExecutorOptions& o
                                    const std::string& model) {
   if (c.num_requests < 1) return invalid_argument("--num-requests must be at least 1");
   if (c.concurrency < 0) return invalid_argument("--concurrency must not be negative");
+  if (c.static_batch < 0) return invalid_argument("--static-batch must not be negative");
+  if (c.shared_prefix < 0) return invalid_argument("--shared-prefix must not be negative");
+  if (c.static_batch > 0 && c.concurrency > 0) return invalid_argument("--static-batch and --concurrency exclude each other");
+  if (c.static_batch > options.max_num_seqs) {
+    return invalid_argument("--static-batch " + std::to_string(c.static_batch) + " exceeds --max-num-seqs " +
+                            std::to_string(options.max_num_seqs) + ": a batch would not run as one");
+  }
   ANVIL_ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, Executor::create(runner, options));
-  ANVIL_RETURN_IF_ERROR(check_fits(*ex, *runner, c.isl, c.osl, 1, "--num-requests"));
+  ANVIL_RETURN_IF_ERROR(check_fits(*ex, *runner, c.isl + c.shared_prefix, c.osl, 1, "--num-requests"));
   const ExecutorStats before = ex->stats();
   const int64_t concurrency = c.concurrency > 0 ? std::min(c.concurrency, c.num_requests) : c.num_requests;
 
   std::vector<Request> reqs;
   reqs.reserve(static_cast<size_t>(c.num_requests));
-  for (int64_t i = 0; i < c.num_requests; ++i) reqs.push_back(make_request(c.seed, static_cast<uint64_t>(i), c.isl, c.osl, ex->vocab_size()));
+  // The shared prefix comes from its own index family, so it never equals a request's own part.
+  const std::vector<int32_t> prefix =
+      synthetic_prompt(c.seed ^ 0x5348415245440000ull, 0, c.shared_prefix, 0, ex->vocab_size());
+  for (int64_t i = 0; i < c.num_requests; ++i) {
+    Request r = make_request(c.seed, static_cast<uint64_t>(i), c.isl, c.osl, ex->vocab_size());
+    r.prompt.insert(r.prompt.begin(), prefix.begin(), prefix.end());
+    reqs.push_back(std::move(r));
+  }
 
   Backend* backend = runner->backend();
   const bool on_gpu = backend->device() == Device::kCuda;
@@ -253,7 +267,30 @@ Result<BenchOutput> run_throughput(ModelRunner* runner, const ExecutorOptions& o
       last_mem = Clock::now();
     }
   };
-  DriveResult r = drive_requests(ex.get(), std::move(reqs), o);
+  DriveResult r;
+  if (c.static_batch > 0) {
+    // Static batching: one drive per batch, back to back; records keep run-relative times.
+    double offset = 0;
+    for (size_t b = 0; b < reqs.size(); b += static_cast<size_t>(c.static_batch)) {
+      const size_t end = std::min(reqs.size(), b + static_cast<size_t>(c.static_batch));
+      std::vector<Request> batch(std::make_move_iterator(reqs.begin() + b), std::make_move_iterator(reqs.begin() + end));
+      o.concurrency = 0;
+      o.timeout_s = std::max(1.0, c.timeout_s - offset);
+      DriveResult part = drive_requests(ex.get(), std::move(batch), o);
+      for (RequestRecord& rec : part.records) {
+        for (double* t : {&rec.enqueue_s, &rec.first_token_s, &rec.finish_s}) {
+          if (*t >= 0) *t += offset;
+        }
+        r.records.push_back(rec);
+      }
+      offset += part.duration_s;
+      r.timed_out |= part.timed_out;
+      if (part.timed_out) break;
+    }
+    r.duration_s = offset;
+  } else {
+    r = drive_requests(ex.get(), std::move(reqs), o);
+  }
   if (on_gpu) sample_memory();
   sample_blocks();
   const ExecutorStats after = ex->stats();
@@ -283,11 +320,19 @@ Result<BenchOutput> run_throughput(ModelRunner* runner, const ExecutorOptions& o
   auto per_s = [&](double v) { return dur > 0 ? v / dur : 0.0; };
   const int64_t bs = runner->kv_cache().block_size();
   const int64_t peak_blocks = num_blocks - min_free_blocks;
+  // KV waste: slots in blocks held by sequences but holding no K/V, summed over every step.
+  const int64_t alloc_steps = after.kv_slots_allocated_steps - before.kv_slots_allocated_steps;
+  const int64_t used_steps = after.kv_slots_used_steps - before.kv_slots_used_steps;
+  const double kv_waste = alloc_steps > 0 ? 1.0 - static_cast<double>(used_steps) / static_cast<double>(alloc_steps) : 0.0;
+  const int64_t hits = after.num_prefix_cache_hits - before.num_prefix_cache_hits;
+  const int64_t queries = after.num_prefix_cache_queries - before.num_prefix_cache_queries;
 
   BenchOutput out;
   out.doc = header("throughput", *runner, model);
   out.doc["config"] = {{"isl", c.isl}, {"osl", c.osl}, {"num_requests", c.num_requests},
-                       {"concurrency", concurrency}, {"seed", c.seed},
+                       {"concurrency", c.static_batch > 0 ? c.static_batch : concurrency}, {"seed", c.seed},
+                       {"batching", c.static_batch > 0 ? "static" : "inflight"}, {"static_batch", c.static_batch},
+                       {"shared_prefix", c.shared_prefix}, {"prefix_cache", options.enable_prefix_cache},
                        {"max_num_tokens", options.max_num_tokens}, {"max_num_seqs", options.max_num_seqs}};
   out.doc["results"] = {
       {"duration_s", dur},
@@ -306,6 +351,11 @@ Result<BenchOutput> run_throughput(ModelRunner* runner, const ExecutorOptions& o
       {"kv_blocks_total", num_blocks},
       {"kv_capacity_tokens", static_cast<int64_t>(num_blocks) * bs},
       {"peak_kv_blocks_used", peak_blocks},
+      {"kv_waste_fraction", kv_waste},
+      {"kv_slots_allocated_steps", alloc_steps},
+      {"kv_slots_used_steps", used_steps},
+      {"prefix_cache_hit_blocks", hits},
+      {"prefix_cache_query_blocks", queries},
       {"num_preemptions", after.num_preemptions - before.num_preemptions},
       {"num_steps", after.num_steps - before.num_steps},
       {"peak_device_memory_bytes", on_gpu ? nlohmann::json(peak_used_bytes) : nlohmann::json(nullptr)},
@@ -324,6 +374,12 @@ Result<BenchOutput> run_throughput(ModelRunner* runner, const ExecutorOptions& o
   out.table.add_row({"TPOT p50 / p99 ms", ms(percentile(tpot, 50)) + " / " + ms(percentile(tpot, 99))});
   out.table.add_row({"peak KV blocks used", format("%lld of %d", static_cast<long long>(peak_blocks), num_blocks)});
   out.table.add_row({"KV capacity tokens", std::to_string(static_cast<int64_t>(num_blocks) * bs)});
+  out.table.add_row({"KV waste (held, unfilled)", pct(kv_waste)});
+  out.table.add_row({"batching", c.static_batch > 0 ? "static, batches of " + std::to_string(c.static_batch) : "in-flight"});
+  if (c.shared_prefix > 0) {
+    out.table.add_row({"shared prefix tokens / cache", std::to_string(c.shared_prefix) + (options.enable_prefix_cache ? " / on" : " / off")});
+    out.table.add_row({"prefix cache hit blocks", format("%lld of %lld", static_cast<long long>(hits), static_cast<long long>(queries))});
+  }
   out.table.add_row({"preemptions", std::to_string(after.num_preemptions - before.num_preemptions)});
   if (on_gpu) {
     out.table.add_row({"peak device memory GiB", format("%.2f of %.2f", peak_used_bytes / 1073741824.0, total_bytes / 1073741824.0)});

@@ -1,6 +1,6 @@
 // The in-process benchmarks: latency (a batch of B synthetic ISL-token prompts, OSL greedy tokens
 // each, repeated; TTFT, decode step time and their floors) and offline throughput (N requests,
-// at most C in flight; tokens/s, KV use). Both build a fresh Executor over the given runner and
+// at most C in flight, or in static batches; tokens/s, TTFT, KV use and waste). Both build a fresh Executor over the given runner and
 // return a JSON document in the anvil.bench/1 schema (docs/performance.md) plus a text table.
 #pragma once
 
@@ -34,6 +34,12 @@ struct ThroughputConfig {
   int64_t concurrency = 0;  // <= 0: all at once
   uint64_t seed = 0;
   double timeout_s = 3600;
+  // > 0: static batching, the baseline for in-flight batching: requests run in fixed batches of
+  // this many; a batch starts only once every request of the previous one finished.
+  int64_t static_batch = 0;
+  // > 0: every prompt starts with the same this-many-token prefix (a shared system prompt),
+  // followed by its own ISL tokens; run with the prefix cache on and off to see what it saves.
+  int32_t shared_prefix = 0;
 };
 
 struct BenchOutput {

@@ -11,6 +11,7 @@
 #include "build/passes/dead_code.h"
 #include "build/passes/gemm_autotune.h"
 #include "build/passes/tuning_cache.h"
+#include "build/quantize/quantize_pass.h"
 #include "core/logging.h"
 #include "core/thread_pool.h"
 #include "runtime/weights.h"
@@ -52,6 +53,25 @@ Status resolve_build_options(const ModelSpec& spec, EngineBuildOptions* o) {
     return invalid_argument("--kv-block-size " + std::to_string(o->kv_block_size) + " must be a power of two up to 256");
   }
   if (o->max_seq_len < 0) return invalid_argument("--max-seq-len must not be negative");
+  // Quantization (docs/quantization.md).
+  switch (o->quant) {
+    case QuantMethod::kInt4WeightOnly:
+    case QuantMethod::kInt4Awq:
+    case QuantMethod::kInt4Gptq:
+      if (o->group_size != 32 && o->group_size != 64 && o->group_size != 128) {
+        return invalid_argument("--group-size " + std::to_string(o->group_size) + ": int4 groups are 32, 64 or 128 input channels");
+      }
+      break;
+    case QuantMethod::kNone:
+    case QuantMethod::kInt8WeightOnly:
+    case QuantMethod::kW8A8SmoothQuant:
+    case QuantMethod::kFp8: o->group_size = 0; break;  // per-channel formats: no groups
+  }
+  if (o->kv_cache_dtype != DType::kF8E4M3 && o->kv_cache_dtype != DType::kI8) o->kv_cache_dtype = o->dtype;
+  if (calibration_needs(*o).any() && o->calib_samples <= 0) {
+    return invalid_argument("--calib-samples must be positive for --quant " + std::string(quant_method_name(o->quant)) +
+                            (calibration_needs(*o).kv ? " / a quantized --kv-cache" : ""));
+  }
   if (o->max_seq_len == 0) {
     if (spec.max_position_embeddings <= 0 || spec.max_position_embeddings > (int64_t{1} << 30)) {
       return invalid_argument("config.json gives no usable max_position_embeddings; pass --max-seq-len");
@@ -62,15 +82,15 @@ Status resolve_build_options(const ModelSpec& spec, EngineBuildOptions* o) {
 }
 
 Result<BuildReport> build_engine(const std::string& model_dir, const EngineBuildOptions& options,
-                                 const std::string& out_path, Backend* device) {
+                                 const std::string& out_path, Backend* device, const CalibrationData* calib) {
   ANVIL_ASSIGN_OR_RETURN(ModelSpec spec, load_model_config(model_dir));
   ANVIL_ASSIGN_OR_RETURN(ModelDefinition def, define_model(spec));
   ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::open(model_dir));
-  return build_engine_from_definition(std::move(def), ckpt, options, out_path, device);
+  return build_engine_from_definition(std::move(def), ckpt, options, out_path, device, calib);
 }
 
 Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Checkpoint& ckpt, EngineBuildOptions o,
-                                                 const std::string& out_path, Backend* device) {
+                                                 const std::string& out_path, Backend* device, const CalibrationData* calib) {
   const auto t0 = std::chrono::steady_clock::now();
   ANVIL_RETURN_IF_ERROR(resolve_build_options(def.spec, &o));
   EngineHeader h;
@@ -129,16 +149,48 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
   }
   ANVIL_RETURN_IF_ERROR(check_no_unexpected_tensors(def, ckpt, expected_hf));
 
-  // Pass: weight packing is the weight table's concatenation; record it per weight.
+  // Pass: quantization (after DCE, so dropped weights are never calibrated or quantized). The
+  // calibration run uses the unquantized definition and frees its weights before conversion.
+  CalibrationStats calib_stats;
+  const CalibrationNeeds needs = calibration_needs(o);
+  if (needs.any()) {
+    if (!calib || calib->sequences.empty()) {
+      return invalid_argument("--quant " + std::string(quant_method_name(o.quant)) + " / --kv-cache " +
+                              dtype_option_name(o.kv_cache_dtype) +
+                              " needs calibration text: none was given (anvil build tokenizes --calib FILE or the bundled sample)");
+    }
+    ANVIL_ASSIGN_OR_RETURN(calib_stats, collect_calibration_stats(def, ckpt, device, *calib, needs));
+  }
+  ANVIL_ASSIGN_OR_RETURN(const QuantizePass quant, QuantizePass::plan(def, ckpt, o, needs.any() ? &calib_stats : nullptr));
+  h.graph = quant.rewrite(h.graph);
+
+  // Pass: weight packing is the weight table's concatenation; record it per weight. A quantized
+  // projection becomes its qweight / scales / offsets, made together by one job.
+  struct Job {
+    const WeightSource* source = nullptr;  // null: bytes made by the quantize pass (KV scales)
+    size_t first = 0, count = 0;           // engine weights [first, first + count)
+    DType dtype = DType::kF32;
+  };
+  std::vector<Job> jobs;
+  std::vector<std::vector<uint8_t>> ready;
   for (const WeightSource* ws : kept) {
-    EngineWeight w;
-    w.name = ws->name;
-    w.dtype = ws->keep_f32 ? DType::kF32 : o.dtype;
-    w.shape = ws->shape;
-    w.bytes = dtype_bytes_for(w.dtype, static_cast<size_t>(ws->shape.numel()));
-    w.packed_from = ws->hf_names;
-    w.computed = ws->computed;
-    h.weights.push_back(std::move(w));
+    Job j{ws, h.weights.size(), 0, ws->keep_f32 ? DType::kF32 : o.dtype};
+    for (EngineWeight& w : quant.engine_weights(*ws, j.dtype)) h.weights.push_back(std::move(w));
+    j.count = h.weights.size() - j.first;
+    jobs.push_back(j);
+  }
+  ready.resize(h.weights.size());
+  for (const auto& [w, bytes] : quant.kv_scale_weights()) {
+    jobs.push_back({nullptr, h.weights.size(), 1, DType::kF32});
+    h.weights.push_back(w);
+    ready.push_back(bytes);
+  }
+  std::set<std::string> engine_names;
+  for (const EngineWeight& w : h.weights) engine_names.insert(w.name);
+  for (const GraphTensor& t : h.graph.tensors()) {
+    if (t.kind == TensorKind::kWeight && !engine_names.count(t.name)) {
+      return internal_error("graph weight '" + t.name + "' has no engine weight after quantization");
+    }
   }
 
   // Pass: activation memory planning for the build's largest step.
@@ -167,37 +219,68 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
   report.gemm_tuning_status = h.gemm_tuning_status;
   report.gemm_shapes_tuned = static_cast<int64_t>(h.gemm_tuning.size());
 
-  // Weights are converted in parallel batches (bounded to ~1 GiB of output) and written in order.
+  report.num_quantized_linears = 0;
+  for (const Node& n : h.graph.nodes()) report.num_quantized_linears += n.op == OpKind::kQLinear;
+  report.calibration_tokens = calib_stats.tokens;
+
+  // Weights are converted in parallel batches of jobs and written in order.
   const ModelDefinition& d = def;
-  std::vector<std::vector<uint8_t>> ready(kept.size());
-  std::vector<Status> ready_status(kept.size());
-  size_t batch_end = 0;
-  auto convert_one = [&](size_t i) {
-    Result<std::vector<float>> host = gather_weight_f32(d, *kept[i], ckpt, nullptr);
+  std::vector<Status> job_status(jobs.size());
+  std::vector<size_t> job_of(h.weights.size());
+  for (size_t j = 0; j < jobs.size(); ++j)
+    for (size_t i = 0; i < jobs[j].count; ++i) job_of[jobs[j].first + i] = j;
+  size_t jobs_done = 0;
+  auto run_job = [&](size_t j) {
+    const Job& jb = jobs[j];
+    if (!jb.source) return;
+    Result<std::vector<float>> host = gather_weight_f32(d, *jb.source, ckpt, nullptr);
     if (!host.is_ok()) {
-      ready_status[i] = host.status();
+      job_status[j] = host.status();
       return;
     }
-    const DType dt = h.weights[i].dtype;
-    ready[i].resize(dtype_bytes_for(dt, host->size()));
-    convert_from_f32(dt, host->data(), ready[i].data(), host->size());
+    Result<std::vector<std::vector<uint8_t>>> bytes = quant.produce(*jb.source, std::move(host).value(), jb.dtype);
+    if (!bytes.is_ok() || bytes->size() != jb.count) {
+      job_status[j] = bytes.is_ok() ? internal_error("quantize pass made the wrong number of weights for " + jb.source->name)
+                                    : bytes.status();
+      return;
+    }
+    for (size_t i = 0; i < jb.count; ++i) ready[jb.first + i] = std::move((*bytes)[i]);
+  };
+  // AWQ and GPTQ jobs run one at a time, parallel inside (searches, Hessian updates); the
+  // round-to-nearest quantizers and plain conversions run many jobs at once (a nested
+  // parallel_for runs inline), bounded by the f32 values they hold (~12 GiB) and 2 per thread.
+  const bool solo_quant = o.quant == QuantMethod::kInt4Awq || o.quant == QuantMethod::kInt4Gptq;
+  auto solo = [&](size_t j) { return solo_quant && jobs[j].source && quant.quantizes(*jobs[j].source); };
+  auto held_bytes = [&](size_t j) -> uint64_t {
+    if (jobs[j].source && quant.quantizes(*jobs[j].source)) return static_cast<uint64_t>(jobs[j].source->shape.numel()) * 4;
+    return h.weights[jobs[j].first].bytes;
   };
   auto produce = [&](size_t i, std::vector<uint8_t>* bytes) -> Status {
-    if (i >= batch_end) {
-      constexpr uint64_t kBatchBytes = uint64_t{1} << 30;
-      const size_t max_count = static_cast<size_t>(ThreadPool::global().num_threads()) * 2;
-      size_t end = i;
-      uint64_t sum = 0;
-      while (end < kept.size() && (end == i || (sum + h.weights[end].bytes <= kBatchBytes && end - i < max_count))) {
-        sum += h.weights[end].bytes;
-        ++end;
+    const size_t j = job_of[i];
+    if (j >= jobs_done) {
+      if (solo(j)) {
+        run_job(j);
+        jobs_done = j + 1;
+      } else {
+        constexpr uint64_t kBatchBytes = uint64_t{12} << 30;
+        const size_t max_count = static_cast<size_t>(ThreadPool::global().num_threads()) * 2;
+        size_t end = j;
+        uint64_t sum = 0;
+        while (end < jobs.size() && !solo(end) && (end == j || (sum + held_bytes(end) <= kBatchBytes && end - j < max_count))) {
+          sum += held_bytes(end);
+          ++end;
+        }
+        ThreadPool::global().parallel_for(static_cast<int64_t>(end - j), [&](int64_t b, int64_t e) {
+          for (int64_t k = b; k < e; ++k) run_job(j + static_cast<size_t>(k));
+        });
+        jobs_done = end;
       }
-      ThreadPool::global().parallel_for(static_cast<int64_t>(end - i), [&](int64_t b, int64_t e) {
-        for (int64_t k = b; k < e; ++k) convert_one(i + static_cast<size_t>(k));
-      });
-      batch_end = end;
     }
-    ANVIL_RETURN_IF_ERROR(ready_status[i]);
+    ANVIL_RETURN_IF_ERROR(job_status[j]);
+    if (ready[i].size() != h.weights[i].bytes) {
+      return internal_error("weight " + h.weights[i].name + " has " + std::to_string(ready[i].size()) + " bytes, expected " +
+                            std::to_string(h.weights[i].bytes));
+    }
     bytes->swap(ready[i]);
     std::vector<uint8_t>().swap(ready[i]);
     return Status::ok();

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "build/engine_file.h"
+#include "build/quantize/calibration.h"
 #include "model/archs/arch.h"
 #include "model/checkpoint/checkpoint.h"
 
@@ -27,6 +28,8 @@ struct BuildReport {
   std::string gpu_arch;
   std::string gemm_tuning_status;
   int64_t gemm_shapes_tuned = 0;
+  int64_t num_quantized_linears = 0;  // projections turned into kQLinear
+  int64_t calibration_tokens = 0;     // 0: no calibration ran
   double seconds = 0;
 };
 
@@ -40,12 +43,16 @@ std::string gpu_arch_from_device_name(const std::string& device_name);
 // error naming the option to change.
 Status resolve_build_options(const ModelSpec& spec, EngineBuildOptions* options);
 
-// `device`: a backend of the target kind to read the GPU arch from and autotune on; may be null.
+// `device`: a backend of the target kind to read the GPU arch from, autotune and calibrate on;
+// may be null. `calib`: the calibration token sequences (the caller tokenizes), required when
+// calibration_needs(options).any() (AWQ, GPTQ, SmoothQuant, a quantized KV cache).
 Result<BuildReport> build_engine(const std::string& model_dir, const EngineBuildOptions& options,
-                                 const std::string& out_path, Backend* device = nullptr);
+                                 const std::string& out_path, Backend* device = nullptr,
+                                 const CalibrationData* calib = nullptr);
 
 // The same from an already defined model (tests use it to add weights the graph never reads).
 Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Checkpoint& ckpt, EngineBuildOptions options,
-                                                 const std::string& out_path, Backend* device = nullptr);
+                                                 const std::string& out_path, Backend* device = nullptr,
+                                                 const CalibrationData* calib = nullptr);
 
 }  // namespace anvil

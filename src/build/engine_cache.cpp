@@ -68,6 +68,8 @@ Result<std::string> engine_cache_key(const std::string& model_dir, const EngineB
   }
   if (stamps.empty()) return not_found("model folder '" + model_dir + "' has no config.json or .safetensors files");
   std::sort(stamps.begin(), stamps.end());
+  // The calibration text shapes a calibrated engine's bytes as much as the weights do.
+  if (!options.calib_file.empty()) stamps.push_back("calib " + file_stamp(options.calib_file));
   std::string text = "anvil " ANVIL_VERSION " format " + std::to_string(kEngineFormatVersion) + "\n";
   text += "device " + device_desc + "\n";
   text += "options " + build_options_to_json(options).dump() + "\n";
@@ -78,7 +80,7 @@ Result<std::string> engine_cache_key(const std::string& model_dir, const EngineB
 }
 
 Result<CachedEngine> get_or_build_engine(const std::string& cache_root, const std::string& model_dir,
-                                         const EngineBuildOptions& options, Backend* device) {
+                                         const EngineBuildOptions& options, Backend* device, const CalibrationData* calib) {
   const std::string desc = device ? engine_device_desc(*device) : std::string(backend_kind_name(options.backend));
   ANVIL_ASSIGN_OR_RETURN(std::string key, engine_cache_key(model_dir, options, desc));
   std::string stem = fs::path(model_dir).lexically_normal().filename().string();
@@ -99,7 +101,7 @@ Result<CachedEngine> get_or_build_engine(const std::string& cache_root, const st
   fs::create_directories(cache_root, ec);
   if (ec) return invalid_argument("cannot create engine cache folder " + cache_root + ": " + ec.message() + " (set ANVIL_CACHE)");
   ANVIL_LOG_INFO("building engine for %s into %s", model_dir.c_str(), out.path.c_str());
-  Result<BuildReport> r = build_engine(model_dir, options, out.path, device);
+  Result<BuildReport> r = build_engine(model_dir, options, out.path, device, calib);
   if (!r.is_ok()) return r.status();
   out.built = true;
   return out;

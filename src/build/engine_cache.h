@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "build/engine_file.h"
+#include "build/quantize/calibration.h"
 
 namespace anvil {
 
@@ -27,9 +28,11 @@ struct CachedEngine {
 };
 
 // Returns the cached engine for the key, building it first if absent or unreadable.
-// `device` is the backend the engine will run on (its kind must match options.backend).
+// `device` is the backend the engine will run on (its kind must match options.backend); `calib`
+// the calibration token sequences a quantized build needs (see build_engine).
 Result<CachedEngine> get_or_build_engine(const std::string& cache_root, const std::string& model_dir,
-                                         const EngineBuildOptions& options, Backend* device);
+                                         const EngineBuildOptions& options, Backend* device,
+                                         const CalibrationData* calib = nullptr);
 
 // $ANVIL_CACHE/engines, else ~/.cache/anvil/engines.
 std::string default_engine_cache_dir();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "build/quantize/quant_types.h"
 #include "core/mmap_file.h"
 #include "core/status.h"
 #include "graph/graph.h"
@@ -37,6 +38,14 @@ struct EngineBuildOptions {
   int32_t max_num_tokens = 2048;
   int32_t kv_block_size = 16;
   int32_t cuda_arch = 0;       // CUDA targets: 90 for sm_90; 0 = read it from the device
+  // Quantization (docs/quantization.md). group_size applies to the int4 methods.
+  QuantMethod quant = QuantMethod::kNone;
+  int32_t group_size = 128;
+  // KV cache element type: resolved to the compute dtype unless kF8E4M3 or kI8 (then the engine
+  // holds per-layer, per-KV-head f32 scales "layers.{i}.attn.k_scale" / "layers.{i}.attn.v_scale").
+  DType kv_cache_dtype = DType::kF32;
+  std::string calib_file;      // calibration text; empty: the bundled sample (data/calib/)
+  int32_t calib_samples = 32;  // sequences of calibration text
 };
 
 struct EngineWeight {
@@ -51,13 +60,18 @@ struct EngineWeight {
 };
 
 // One GEMM shape's autotuning outcome (CUDA targets). cuBLASLt algorithms are timed per M bucket;
-// see docs/engine.md for why the algorithm itself is re-pinned at load.
+// the winner is stored and pinned again at load without timing when the cuBLASLt version
+// matches and cuBLASLt accepts it (docs/engine.md); otherwise it is re-timed.
 struct GemmTuning {
   int64_t m_bucket = 0, n = 0, k = 0;
   std::string out_dtype;
   bool has_bias = false;
   int candidates = 0;
   double best_us = 0, heuristic_us = 0;
+  // The pinned cuBLASLt algorithm (128 hex digits of cublasLtMatmulAlgo_t) and the cuBLASLt
+  // version that chose it; empty in engines and cache entries from before it was recorded.
+  std::string algo;
+  int64_t cublaslt_version = 0;
 };
 
 struct EngineHeader {

@@ -107,6 +107,11 @@ size_t op_arity(OpKind k) {
     case OpKind::kAttention: return 1;
     case OpKind::kActMul: return 1;
     case OpKind::kGatherRows: return 2;
+    case OpKind::kQLinear: return 5;
+    case OpKind::kAllReduce: return 1;
+    case OpKind::kAllGather: return 1;
+    case OpKind::kSend: return 1;
+    case OpKind::kRecv: return 0;
   }
   return 0;
 }
@@ -218,7 +223,9 @@ json graph_to_json(const Graph& g) {
                        {"scale", n.attrs.scale},
                        {"attention_scaling", n.attrs.attention_scaling},
                        {"layer", n.attrs.layer},
-                       {"act", activation_name(n.attrs.act)}}}});
+                       {"act", activation_name(n.attrs.act)},
+                       {"quant", quant_format_name(n.attrs.quant)},
+                       {"group_size", n.attrs.group_size}}}});
   }
   return {{"tensors", tensors}, {"nodes", nodes}, {"outputs", g.outputs()}};
 }
@@ -227,8 +234,11 @@ Result<Graph> graph_from_json(const json& j, const std::string& origin) {
   static constexpr TensorKind kKinds[] = {TensorKind::kInput, TensorKind::kWeight, TensorKind::kActivation};
   static constexpr RowScale kRows[] = {RowScale::kTokens, RowScale::kLogitRows};
   static constexpr OpKind kOps[] = {OpKind::kEmbedding, OpKind::kRmsNorm,  OpKind::kLinear,    OpKind::kRopeKvWrite,
-                                    OpKind::kAttention, OpKind::kActMul, OpKind::kGatherRows};
+                                    OpKind::kAttention, OpKind::kActMul, OpKind::kGatherRows, OpKind::kQLinear,
+                                    OpKind::kAllReduce, OpKind::kAllGather, OpKind::kSend, OpKind::kRecv};
   static constexpr Activation kActs[] = {Activation::kSilu, Activation::kGeluTanh};
+  static constexpr QuantFormat kQuants[] = {QuantFormat::kInt8WeightOnly, QuantFormat::kInt4Group, QuantFormat::kInt8W8A8,
+                                            QuantFormat::kFp8W8A8};
   const std::string where = origin + ": graph";
   try {
     Graph g;
@@ -270,6 +280,9 @@ Result<Graph> graph_from_json(const json& j, const std::string& origin) {
       n.attrs.attention_scaling = static_cast<float>(a.at("attention_scaling").get<double>());
       n.attrs.layer = a.at("layer").get<int32_t>();
       ANVIL_ASSIGN_OR_RETURN(n.attrs.act, enum_from(a.at("act").get<std::string>(), kActs, activation_name, where + " op " + n.name));
+      ANVIL_ASSIGN_OR_RETURN(n.attrs.quant, enum_from(a.at("quant").get<std::string>(), kQuants, quant_format_name, where + " op " + n.name));
+      n.attrs.group_size = a.at("group_size").get<int32_t>();
+      if (n.attrs.group_size < 0 || n.attrs.group_size > 4096) return data_loss(where + " op " + n.name + " has a bad group_size");
       g.add_node(std::move(n));
     }
     const std::vector<int> outputs = j.at("outputs").get<std::vector<int>>();
@@ -288,7 +301,12 @@ json build_options_to_json(const EngineBuildOptions& o) {
           {"max_seq_len", o.max_seq_len},
           {"max_num_tokens", o.max_num_tokens},
           {"kv_block_size", o.kv_block_size},
-          {"cuda_arch", o.cuda_arch}};
+          {"cuda_arch", o.cuda_arch},
+          {"quant", quant_method_name(o.quant)},
+          {"group_size", o.group_size},
+          {"kv_cache_dtype", std::string(dtype_name(o.kv_cache_dtype))},
+          {"calib_file", o.calib_file},
+          {"calib_samples", o.calib_samples}};
 }
 
 json engine_header_to_json(const EngineHeader& h) {
@@ -309,7 +327,8 @@ json engine_header_to_json(const EngineHeader& h) {
   json tuning = json::array();
   for (const GemmTuning& t : h.gemm_tuning) {
     tuning.push_back({{"m_bucket", t.m_bucket}, {"n", t.n}, {"k", t.k}, {"out_dtype", t.out_dtype}, {"has_bias", t.has_bias},
-                      {"candidates", t.candidates}, {"best_us", t.best_us}, {"heuristic_us", t.heuristic_us}});
+                      {"candidates", t.candidates}, {"best_us", t.best_us}, {"heuristic_us", t.heuristic_us},
+                      {"algo", t.algo}, {"cublaslt_version", t.cublaslt_version}});
   }
   json j;
   j["anvil_version"] = h.anvil_version;
@@ -356,6 +375,17 @@ Result<EngineHeader> engine_header_from_json(const json& j, const std::string& o
     h.options.max_num_tokens = o.at("max_num_tokens").get<int32_t>();
     h.options.kv_block_size = o.at("kv_block_size").get<int32_t>();
     h.options.cuda_arch = o.at("cuda_arch").get<int32_t>();
+    // Quantization fields: absent in engines written before them (unquantized, KV cache in the
+    // compute dtype).
+    Result<QuantMethod> quant = quant_method_from_name(o.value("quant", std::string("none")));
+    if (!quant.is_ok()) return data_loss(origin + ": build_options.quant is unknown (" + quant.status().message() + ")");
+    h.options.quant = *quant;
+    h.options.group_size = o.value("group_size", h.options.quant == QuantMethod::kNone ? 0 : h.options.group_size);
+    auto kv = dtype_from_name(o.value("kv_cache_dtype", std::string(dtype_name(h.options.dtype))));
+    if (!kv) return data_loss(origin + ": build_options.kv_cache_dtype is unknown");
+    h.options.kv_cache_dtype = *kv;
+    h.options.calib_file = o.value("calib_file", std::string());
+    h.options.calib_samples = o.value("calib_samples", h.options.calib_samples);
     ANVIL_ASSIGN_OR_RETURN(h.graph, graph_from_json(j.at("graph"), origin));
     for (const json& wj : j.at("weights")) {
       EngineWeight w;
@@ -395,6 +425,9 @@ Result<EngineHeader> engine_header_from_json(const json& j, const std::string& o
       g.candidates = t.at("candidates").get<int>();
       g.best_us = t.at("best_us").get<double>();
       g.heuristic_us = t.at("heuristic_us").get<double>();
+      g.algo = t.value("algo", std::string());  // absent in engines from before it was recorded
+      g.cublaslt_version = t.value("cublaslt_version", int64_t{0});
+      if (!g.algo.empty() && g.algo.size() != 128) return data_loss(origin + ": gemm_autotune entry has a malformed algo");
       h.gemm_tuning.push_back(g);
     }
     return h;

@@ -88,6 +88,13 @@ Result<std::unique_ptr<ModelRunner>> load_engine(const std::string& path, Backen
   runner.max_num_seqs = h.options.max_batch;
   runner.max_seq_len = h.options.max_seq_len;
   runner.block_size = h.options.kv_block_size;
+  // The build resolves kv_cache_dtype to the compute dtype unless it is fp8 / int8 (whose scales
+  // the engine then holds as weights).
+  if (h.options.kv_cache_dtype == DType::kF8E4M3 || h.options.kv_cache_dtype == DType::kI8) {
+    runner.kv_dtype = h.options.kv_cache_dtype;
+  } else {
+    runner.kv_dtype.reset();
+  }
   Result<std::unique_ptr<ModelRunner>> r = ModelRunner::create(backend, std::move(def), std::move(weights), runner);
   if (!r.is_ok()) return r.status().with_context(path);
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -95,7 +102,7 @@ Result<std::unique_ptr<ModelRunner>> load_engine(const std::string& path, Backen
   char verify[96] = "checksums not verified";  // map+verify includes prefaulting the mapping
   if (options.verify_checksums) std::snprintf(verify, sizeof verify, "map+verify %.3f s (%.2f GB/s)", verify_s, rate(verify_s));
   ANVIL_LOG_INFO("loaded engine %s (%s, %lld layers) on %s: %.1f MiB of weights, copy %.3f s (%.2f GB/s), %s; "
-                 "%d tuned GEMM shapes re-pinned; %.3f s total",
+                 "%d tuned GEMM shapes pinned; %.3f s total",
                  path.c_str(), h.spec.architecture.c_str(), static_cast<long long>(h.spec.num_layers),
                  backend->name().c_str(), weight_bytes / 1048576.0, copy_s, rate(copy_s), verify, repinned, total_s);
   return r;

@@ -22,6 +22,7 @@ struct LatencyOptions {
 struct ThroughputOptions {
   ModelArgs model;
   bench::ThroughputConfig config;
+  bool prefix_cache = true;
   std::string json;
 };
 
@@ -35,10 +36,11 @@ int fail(const char* mode, const Status& s) {
   return 1;
 }
 
-ExecutorOptions executor_options(const ModelArgs& m) {
+ExecutorOptions executor_options(const ModelArgs& m, bool prefix_cache = true) {
   ExecutorOptions eo;
   eo.max_num_tokens = m.max_num_tokens;
   eo.max_num_seqs = m.max_num_seqs;
+  eo.enable_prefix_cache = prefix_cache;
   return eo;
 }
 
@@ -76,11 +78,14 @@ int run_throughput(const ThroughputOptions& o) {
   if (!opened.is_ok()) return fail("throughput", opened.status());
   OpenModel& m = *opened;
   const bench::ThroughputConfig& c = o.config;
-  std::printf("anvil bench throughput: %s on %s, %lld requests of ISL %d / OSL %d, concurrency %s\n",
-              m.model_dir.c_str(), m.backend->name().c_str(), static_cast<long long>(c.num_requests), c.isl, c.osl,
-              c.concurrency > 0 ? std::to_string(c.concurrency).c_str() : "all");
+  std::printf("anvil bench throughput: %s on %s, %lld requests of ISL %d%s / OSL %d, %s, prefix cache %s\n",
+              m.model_dir.c_str(), m.backend->name().c_str(), static_cast<long long>(c.num_requests), c.isl,
+              c.shared_prefix > 0 ? (" (+" + std::to_string(c.shared_prefix) + " shared)").c_str() : "", c.osl,
+              c.static_batch > 0 ? ("static batches of " + std::to_string(c.static_batch)).c_str()
+                                 : ("in-flight, concurrency " + (c.concurrency > 0 ? std::to_string(c.concurrency) : std::string("all"))).c_str(),
+              o.prefix_cache ? "on" : "off");
   std::fflush(stdout);
-  auto out = bench::run_throughput(m.runner.get(), executor_options(o.model), c, m.model_dir);
+  auto out = bench::run_throughput(m.runner.get(), executor_options(o.model, o.prefix_cache), c, m.model_dir);
   if (!out.is_ok()) return fail("throughput", out.status());
   const int rc = finish("throughput", *out, o.json);
   if (rc == 0 && out->doc["results"]["num_errors"].get<int64_t>() > 0) {
@@ -149,6 +154,13 @@ void setup(CLI::App& app) {
   thr->add_option("--concurrency", to->config.concurrency, "Most requests in flight at once (0: all)")
       ->check(CLI::NonNegativeNumber);
   thr->add_option("--seed", to->config.seed, "Seed of the synthetic prompts");
+  thr->add_option("--static-batch", to->config.static_batch,
+                  "Static batching baseline: run requests in fixed batches of this many, each after the last ended")
+      ->check(CLI::NonNegativeNumber);
+  thr->add_option("--shared-prefix", to->config.shared_prefix,
+                  "Every prompt starts with the same this-many tokens (a shared system prompt) before its ISL own")
+      ->check(CLI::Range(0, 1 << 24));
+  thr->add_flag("!--no-prefix-cache", to->prefix_cache, "Disable the prefix cache (compare with it on)");
   thr->add_option("--timeout", to->config.timeout_s, "Seconds the whole run may take")->check(CLI::PositiveNumber);
   thr->add_option("--json", to->json, "Write the JSON report here ('-': stdout)");
   thr->callback([to] { set_exit_code(run_throughput(*to)); });

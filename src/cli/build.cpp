@@ -6,6 +6,7 @@
 
 #include "build/engine_builder.h"
 #include "cli/command.h"
+#include "cli/quant_args.h"
 #include "core/logging.h"
 
 namespace anvil::cli {
@@ -21,6 +22,7 @@ struct BuildOptions {
   int32_t max_num_tokens = 2048;
   int32_t kv_block_size = 16;
   int32_t cuda_arch = 0;
+  QuantArgs quant;
 };
 
 int fail(const Status& s) {
@@ -43,6 +45,8 @@ int run_build(const BuildOptions& o) {
   eo.kv_block_size = o.kv_block_size;
   eo.cuda_arch = o.cuda_arch;
   if (eo.backend == BackendKind::kCpu && o.cuda_arch != 0) return fail(invalid_argument("--cuda-arch applies to --backend cuda only"));
+  CalibrationData calib;
+  if (Status s = apply_quant_args(o.quant, o.model, &eo, &calib); !s.is_ok()) return fail(s);
 
   // A CUDA device, when present, gives the architecture and runs the GEMM autotuning.
   std::unique_ptr<Backend> device;
@@ -54,7 +58,7 @@ int run_build(const BuildOptions& o) {
     if (!b.is_ok()) return fail(b.status());
     device = std::move(b).value();
   }
-  auto r = build_engine(o.model, eo, o.output, device.get());
+  auto r = build_engine(o.model, eo, o.output, device.get(), &calib);
   if (!r.is_ok()) return fail(r.status());
   const BuildReport& rep = *r;
   const double peak = rep.activation_peak_bytes / 1048576.0, unplanned = rep.activation_unplanned_bytes / 1048576.0;
@@ -68,6 +72,16 @@ int run_build(const BuildOptions& o) {
   for (const std::string& w : rep.weights_removed) std::printf("              unused weight dropped: %s\n", w.c_str());
   std::printf("activations   planned peak %.2f MiB vs %.2f MiB unplanned (%.0f%% saved) for %d tokens/step\n", peak, unplanned,
               unplanned > 0 ? 100.0 * (1.0 - peak / unplanned) : 0.0, eo.max_num_tokens);
+  if (eo.quant != QuantMethod::kNone || eo.kv_cache_dtype == DType::kF8E4M3 || eo.kv_cache_dtype == DType::kI8) {
+    std::printf("quantization  %s%s: %lld projections quantized; kv cache %s; calibration %s\n", quant_method_name(eo.quant),
+                eo.group_size > 0 && rep.num_quantized_linears > 0 && (eo.quant == QuantMethod::kInt4WeightOnly ||
+                                                                      eo.quant == QuantMethod::kInt4Awq ||
+                                                                      eo.quant == QuantMethod::kInt4Gptq)
+                    ? (" g" + std::to_string(eo.group_size)).c_str()
+                    : "",
+                static_cast<long long>(rep.num_quantized_linears), o.quant.kv_cache == "fp8" || o.quant.kv_cache == "int8" ? o.quant.kv_cache.c_str() : "unquantized",
+                rep.calibration_tokens > 0 ? (std::to_string(rep.calibration_tokens) + " tokens of " + calib.source).c_str() : "none");
+  }
   std::printf("gemm autotune %s (%lld shape buckets)\n", rep.gemm_tuning_status.c_str(), static_cast<long long>(rep.gemm_shapes_tuned));
   std::printf("built in      %.2f s\n", rep.seconds);
   return 0;
@@ -88,6 +102,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--kv-block-size", o->kv_block_size, "KV cache block size in tokens")->check(CLI::IsMember({8, 16, 32, 64}));
   cmd->add_option("--cuda-arch", o->cuda_arch, "GPU architecture to build for without a GPU present, e.g. 90 for sm_90")
       ->check(CLI::Range(50, 200));
+  add_quant_options(cmd, &o->quant);
   cmd->callback([o] { set_exit_code(run_build(*o)); });
 }
 

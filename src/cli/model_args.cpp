@@ -10,6 +10,7 @@
 #include "build/engine_cache.h"
 #include "build/engine_loader.h"
 #include "core/logging.h"
+#include "dist/mpi_communicator.h"
 #include "model/checkpoint/gguf_convert.h"
 #include "runtime/model_loader.h"
 
@@ -34,6 +35,28 @@ void add_model_options(CLI::App* cmd, ModelArgs* a) {
   cmd->add_flag("!--no-engine-cache", a->engine_cache,
                 "Load --model DIR directly instead of building / reusing a cached engine ($ANVIL_CACHE/engines)");
   cmd->add_flag("!--skip-weight-checksums", a->verify_checksums, "Do not verify each engine weight's checksum at load");
+  cmd->add_option("--tp", a->tp, "Tensor-parallel ranks (one process each; started with mpirun, by anvil itself on one host)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--pp", a->pp, "Pipeline-parallel stages (layers split evenly; x --tp ranks in all)")->check(CLI::Range(1, 1024));
+  add_quant_options(cmd, &a->quant);
+}
+
+Status start_ranks_if_needed(const ModelArgs& a) { return dist::relaunch_under_mpirun_if_needed(a.tp * a.pp); }
+
+bool is_follower_rank(const ModelArgs& a) { return a.tp * a.pp > 1 && dist::launcher_world_rank() > 0; }
+
+int follow_model(OpenModel& m) {
+  Status st = m.runner->follow();
+  if (st.is_ok()) return 0;
+  ANVIL_LOG_ERROR("%s; ending every rank", st.to_string().c_str());
+  m.dist->control->abort_job(1);
+  return 1;  // not reached
+}
+
+void stop_followers(OpenModel& m) {
+  if (!m.runner || !m.runner->distributed()) return;
+  Status st = m.runner->stop_followers();
+  if (!st.is_ok()) ANVIL_LOG_WARN("stopping the other ranks: %s", st.to_string().c_str());
 }
 
 std::string cache_dir() {
@@ -109,7 +132,15 @@ Result<OpenModel> open_model(const ModelArgs& a, int32_t max_logit_rows) {
   ro.max_seq_len = a.max_seq_len;
   ro.block_size = a.block_size;
   ro.kv_memory_fraction = a.gpu_memory_fraction;
-  if (!a.engine.empty()) return open_engine(a, ro);
+  if (a.tp * a.pp > 1 && !a.engine.empty()) {
+    return unsupported("--engine with --tp/--pp: engines hold whole-model weights; pass --model DIR (each rank loads its shards)");
+  }
+  if (!a.engine.empty()) {
+    if (quantization_requested(a.quant)) {
+      return invalid_argument("--quant / --kv-cache build an engine; " + a.engine + " is already built: drop them, or rebuild it with anvil build --quant");
+    }
+    return open_engine(a, ro);
+  }
 
   OpenModel m;
   std::string path = a.model.empty() ? default_model_gguf() : a.model;
@@ -125,8 +156,27 @@ Result<OpenModel> open_model(const ModelArgs& a, int32_t max_logit_rows) {
   bo.kind = BackendKind::kCpu;
   if (a.backend == "cuda" || (a.backend == "auto" && cuda_available())) bo.kind = BackendKind::kCuda;
   bo.compute_dtype = a.dtype == "fp16" ? DType::kF16 : DType::kBF16;
+  if (a.tp * a.pp > 1 && quantization_requested(a.quant)) {
+    return unsupported("--quant / --kv-cache with --tp/--pp: ranks load --model DIR directly, without an engine build");
+  }
+  if (a.tp * a.pp > 1) {
+    // One rank of a parallel job: its communicators, its GPU (local rank), its layers and shards.
+    ANVIL_RETURN_IF_ERROR(start_ranks_if_needed(a));
+    ANVIL_ASSIGN_OR_RETURN(m.dist, dist::init_dist(a.tp, a.pp, bo.kind == BackendKind::kCuda));
+    if (m.dist->cuda_device >= 0) bo.device_index = m.dist->cuda_device;
+    ANVIL_ASSIGN_OR_RETURN(m.backend, create_backend(bo));
+    ro.comm_control = m.dist->control.get();
+    ro.comm_world = m.dist->world.get();
+    ro.comm_tp = m.dist->tp.get();
+    ANVIL_LOG_INFO("rank %d: loading %s directly (no engine cache with --tp/--pp)", m.dist->config.world_rank(), path.c_str());
+    ANVIL_ASSIGN_OR_RETURN(m.runner, load_model(path, m.backend.get(), ro, m.dist->config));
+    return m;
+  }
   ANVIL_ASSIGN_OR_RETURN(m.backend, create_backend(bo));
   if (!a.engine_cache) {
+    if (quantization_requested(a.quant)) {
+      return invalid_argument("--quant / --kv-cache go through an engine build: drop --no-engine-cache");
+    }
     ANVIL_ASSIGN_OR_RETURN(m.runner, load_model(path, m.backend.get(), ro));
     return m;
   }
@@ -137,7 +187,9 @@ Result<OpenModel> open_model(const ModelArgs& a, int32_t max_logit_rows) {
   eo.max_seq_len = a.max_seq_len;
   eo.max_num_tokens = a.max_num_tokens;
   eo.kv_block_size = a.block_size;
-  ANVIL_ASSIGN_OR_RETURN(CachedEngine cached, get_or_build_engine(default_engine_cache_dir(), path, eo, m.backend.get()));
+  CalibrationData calib;
+  ANVIL_RETURN_IF_ERROR(apply_quant_args(a.quant, path, &eo, &calib));
+  ANVIL_ASSIGN_OR_RETURN(CachedEngine cached, get_or_build_engine(default_engine_cache_dir(), path, eo, m.backend.get(), &calib));
   EngineLoadOptions lo;
   lo.verify_checksums = a.verify_checksums;
   ANVIL_ASSIGN_OR_RETURN(m.runner, load_engine(cached.path, m.backend.get(), ro, lo));

@@ -100,6 +100,11 @@ int run(const RunOptions& o) {
   auto opened = open_model(o.model);
   if (!opened.is_ok()) return fail(opened.status());
   OpenModel& m = *opened;
+  if (m.runner->is_follower()) return follow_model(m);  // --tp/--pp: rank 0 drives, prints and exits
+  struct StopFollowers {
+    OpenModel& m;
+    ~StopFollowers() { stop_followers(m); }
+  } stop_on_exit{m};
   std::unique_ptr<Tokenizer> tok;
   if (std::filesystem::exists(m.model_dir + "/tokenizer.json")) {
     auto t = Tokenizer::load(m.model_dir);

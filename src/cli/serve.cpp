@@ -53,6 +53,14 @@ int serve(ServeOptions o) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
 
+  // --tp/--pp: start the ranks first (before any socket is open); ranks other than 0 serve no HTTP.
+  Status ranks = start_ranks_if_needed(o.model);
+  if (!ranks.is_ok()) return fail(ranks);
+  if (is_follower_rank(o.model)) {
+    auto follower = open_model(o.model);
+    if (!follower.is_ok()) return fail(follower.status());
+    return follow_model(*follower);
+  }
   if (o.http.http_threads == 0) o.http.http_threads = std::max(256, 2 * o.model.max_num_seqs);
   server::HttpServer http(o.http);
   Status started = http.start();
@@ -89,6 +97,7 @@ int serve(ServeOptions o) {
   ANVIL_LOG_INFO("shutting down");
   http.stop();  // ends open streams; their requests are cancelled
   (*executor)->shutdown(/*drain=*/false);
+  stop_followers(m);
   return 0;
 }
 

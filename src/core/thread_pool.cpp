@@ -23,6 +23,12 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+namespace {
+// True on the pool's workers and on a thread inside parallel_for: a nested parallel_for from
+// there runs inline on the calling thread instead of deadlocking on the busy pool.
+thread_local bool t_inside_pool = false;
+}  // namespace
+
 static void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int index, int parts) {
   int64_t begin = n * index / parts;
   int64_t end = n * (index + 1) / parts;
@@ -30,6 +36,7 @@ static void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t n
 }
 
 void ThreadPool::worker_loop(int index) {
+  t_inside_pool = true;
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(int64_t, int64_t)>* job;
@@ -52,11 +59,15 @@ void ThreadPool::worker_loop(int index) {
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
-  if (workers_.empty() || n == 1) {
+  if (workers_.empty() || n == 1 || t_inside_pool) {
     fn(0, n);
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
+  t_inside_pool = true;
+  struct Reset {
+    ~Reset() { t_inside_pool = false; }
+  } reset;
   {
     std::lock_guard<std::mutex> lk(mu_);
     job_ = &fn;

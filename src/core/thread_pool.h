@@ -22,7 +22,7 @@ class ThreadPool {
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(begin, end) over chunks of [0, n); the calling thread takes a chunk too.
-  // Not reentrant: fn must not call parallel_for on the same pool.
+  // Nested calls (fn calling parallel_for) run inline on the calling thread, serially.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
   // The process-wide pool.

@@ -18,7 +18,9 @@ StepInput build_step_input(const std::vector<ScheduledSeq>& scheduled, int32_t b
       s.positions.push_back(p);
       s.slot_map.push_back(q.blocks[p / block_size] * block_size + p % block_size);
     }
-    if (sc.sample) s.logit_rows.push_back(static_cast<int32_t>(s.token_ids.size()) - 1);
+    if (sc.sample) {
+      for (size_t r = 0; r <= sc.forks.size(); ++r) s.logit_rows.push_back(static_cast<int32_t>(s.token_ids.size()) - 1);
+    }
     s.seq_starts.push_back(static_cast<int32_t>(s.token_ids.size()));
     s.context_lens.push_back(end);
     s.block_tables.push_back(q.blocks);
@@ -42,20 +44,28 @@ void SamplingInputs::build(const std::vector<ScheduledSeq>& scheduled, const std
   bias_values_.clear();
   for (const ScheduledSeq& sc : scheduled) {
     if (!sc.sample) continue;
-    const Sequence& q = *sc.seq;
-    const SamplingParams& p = q.request.sampling;
+    add_row(*sc.seq, eos);
+    for (const Sequence* f : sc.forks) add_row(*f, eos);
+  }
+}
+
+void SamplingInputs::add_row(const Sequence& q, const std::vector<int64_t>& eos) {
+  {
+    const SamplingParams& p = q.req->request.sampling;
+    const bool beam = q.req->is_beam();
     ++rows_;
-    temperature_.push_back(p.temperature);
+    temperature_.push_back(beam ? 0.0f : p.temperature);
     top_k_.push_back(p.top_k);
     top_p_.push_back(p.top_p);
     min_p_.push_back(p.min_p);
     rep_.push_back(p.repetition_penalty);
     pres_.push_back(p.presence_penalty);
     freq_.push_back(p.frequency_penalty);
-    seeds_.push_back(q.seed);
+    seeds_.push_back(q.req->seed + static_cast<uint64_t>(q.index));
     steps_.push_back(q.num_generated());
-    if (p.temperature > 0) all_greedy_ = false;
-    const bool penalize = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+    if (p.temperature > 0 && !beam) all_greedy_ = false;
+    const bool penalize =
+        !beam && (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
     if (penalize) {
       any_penalty_ = true;
       // Distinct tokens seen: generated ones carry their counts; prompt-only ones count 0.
@@ -75,7 +85,7 @@ void SamplingInputs::build(const std::vector<ScheduledSeq>& scheduled, const std
     }
     pen_offsets_.push_back(static_cast<int32_t>(pen_ids_.size()));
     // min_tokens: EOS and stop tokens are banned until enough tokens are out.
-    if (q.num_generated() < p.min_tokens) {
+    if (!beam && q.num_generated() < p.min_tokens) {
       any_bias_ = true;
       if (!p.ignore_eos) {
         for (int64_t e : eos) {

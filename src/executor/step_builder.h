@@ -14,11 +14,15 @@ struct ScheduledSeq {
   Sequence* seq;
   int32_t num_new;  // tokens computed this step
   bool sample;      // the step reaches the end of the sequence: a token is drawn
+  // n > 1: siblings forked from `seq` this step; each draws its own first token from seq's
+  // logits row (the row is listed once per sibling, after seq's).
+  std::vector<Sequence*> forks = {};
 };
 
 StepInput build_step_input(const std::vector<ScheduledSeq>& scheduled, int32_t block_size);
 
-// Sampling parameters for the rows that sample, in the order of `scheduled`.
+// Sampling parameters for the rows that sample, in the order of `scheduled` (a sequence, then
+// its forks). Beam rows are sampled greedily; the executor's beam search reads their logits.
 class SamplingInputs {
  public:
   // Fills host arrays; `eos` are the model's EOS ids (banned below min_tokens unless ignore_eos).
@@ -27,6 +31,8 @@ class SamplingInputs {
   Result<SamplingBatch> upload(Backend* backend, DeviceBuffer* device);
 
  private:
+  void add_row(const Sequence& q, const std::vector<int64_t>& eos);
+
   int32_t rows_ = 0;
   bool all_greedy_ = true, any_penalty_ = false, any_bias_ = false;
   std::vector<float> temperature_, top_p_, min_p_, rep_, pres_, freq_;

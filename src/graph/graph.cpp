@@ -16,6 +16,11 @@ const char* op_kind_name(OpKind k) {
     case OpKind::kAttention: return "attention";
     case OpKind::kActMul: return "act_mul";
     case OpKind::kGatherRows: return "gather_rows";
+    case OpKind::kQLinear: return "qlinear";
+    case OpKind::kAllReduce: return "all_reduce";
+    case OpKind::kAllGather: return "all_gather";
+    case OpKind::kSend: return "send";
+    case OpKind::kRecv: return "recv";
   }
   return "?";
 }

@@ -25,6 +25,17 @@ enum class OpKind {
   kAttention,    // in: q                                          out: [T, Hq*D]     (reads KV cache of attrs.layer)
   kActMul,       // in: gate_up                                    out: [T, F]
   kGatherRows,   // in: x, rows(input)                             out: [S, H]
+  // Quantized linear (backend.h QuantizedWeight; attrs.quant, attrs.group_size):
+  kQLinear,      // in: x, qweight, bias|-1, scales, offsets|-1    out: [rows, N]
+  // Tensor parallelism: sum of x over the ranks of the runner's communicator, in place.
+  kAllReduce,    // in: x                                          out: x (alias)
+  // Vocab-parallel LM head: each rank's [rows, n_shard] columns gathered into [rows, N] (the
+  // padding of the last shards dropped).
+  kAllGather,    // in: x [rows, n_shard]                          out: [rows, N]
+  // Pipeline parallelism: the residual stream to the next stage / from the previous one (same
+  // tensor-parallel rank).
+  kSend,         // in: x                                          out: none
+  kRecv,         // in: none                                       out: x [T, H]
 };
 const char* op_kind_name(OpKind k);
 
@@ -51,6 +62,8 @@ struct OpAttrs {
   float attention_scaling = 1.0f;  // rope cos/sin multiplier
   int32_t layer = -1;              // KV cache layer for rope/attention
   Activation act = Activation::kSilu;
+  QuantFormat quant = QuantFormat::kInt8WeightOnly;  // kQLinear only
+  int32_t group_size = 0;                            // kQLinear with kInt4Group
 };
 
 struct Node {

@@ -7,8 +7,13 @@ namespace anvil {
 
 Result<std::unique_ptr<ModelRunner>> load_model(const std::string& model_dir, Backend* backend,
                                                 const RunnerOptions& options) {
+  return load_model(model_dir, backend, options, dist::ParallelConfig{});
+}
+
+Result<std::unique_ptr<ModelRunner>> load_model(const std::string& model_dir, Backend* backend,
+                                                const RunnerOptions& options, const dist::ParallelConfig& parallel) {
   ANVIL_ASSIGN_OR_RETURN(ModelSpec spec, load_model_config(model_dir));
-  ANVIL_ASSIGN_OR_RETURN(ModelDefinition def, define_model(spec));
+  ANVIL_ASSIGN_OR_RETURN(ModelDefinition def, define_model(spec, parallel));
   ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::open(model_dir));
   ANVIL_ASSIGN_OR_RETURN(WeightStore weights, WeightStore::load(def, ckpt, backend));
   ANVIL_LOG_INFO("loaded %s (%s, %lld layers, hidden %lld) on %s: %.1f MiB of weights", model_dir.c_str(),

@@ -11,5 +11,9 @@ namespace anvil {
 
 Result<std::unique_ptr<ModelRunner>> load_model(const std::string& model_dir, Backend* backend,
                                                 const RunnerOptions& options);
+// One rank of a tensor x pipeline parallel job: its layers and weight shards only; the
+// communicators come in options.comm_*.
+Result<std::unique_ptr<ModelRunner>> load_model(const std::string& model_dir, Backend* backend,
+                                                const RunnerOptions& options, const dist::ParallelConfig& parallel);
 
 }  // namespace anvil

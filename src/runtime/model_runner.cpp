@@ -2,8 +2,10 @@
 #include "runtime/model_runner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
+#include "backend/kv_quant.h"
 #include "core/logging.h"
 
 namespace anvil {
@@ -24,6 +26,12 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend* backend, Model
   if (o.block_size <= 0 || (o.block_size & (o.block_size - 1))) return invalid_argument("block_size must be a power of two");
   r->max_blocks_per_seq_ = (o.max_seq_len + o.block_size - 1) / o.block_size;
   r->graphs_supported_ = backend->device() == Device::kCuda;
+  ANVIL_ASSIGN_OR_RETURN(r->rank_, dist::plan_rank(model_dims(spec), r->def_.parallel));
+  if (r->distributed()) ANVIL_RETURN_IF_ERROR(r->init_distributed());
+  // This rank's KV cache: its stage's layers, its KV heads.
+  ModelSpec kv_spec = spec;
+  kv_spec.num_kv_heads = r->rank_.num_kv_heads;
+  kv_spec.num_layers = r->rank_.layer_end - r->rank_.layer_begin;
 
   // Weights by tensor id.
   const Graph& g = r->def_.graph;
@@ -61,8 +69,20 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend* backend, Model
   ANVIL_ASSIGN_OR_RETURN(r->meta_, DeviceBuffer::create(backend, off * sizeof(int32_t)));
 
   // KV cache: what is left after weights and activations.
+  const DType kv_dtype = o.kv_dtype.value_or(backend->compute_dtype());
+  std::vector<KvLayerScales> kv_scales;
+  if (kv_dtype_quantized(kv_dtype) && r->distributed()) {
+    return unsupported("a quantized KV cache (" + std::string(dtype_name(kv_dtype)) + ") with --tp/--pp");
+  }
+  if (kv_dtype_quantized(kv_dtype)) {
+    ANVIL_ASSIGN_OR_RETURN(kv_scales, r->kv_scales(kv_dtype));
+  } else if (kv_dtype != backend->compute_dtype()) {
+    return invalid_argument("kv cache dtype " + std::string(dtype_name(kv_dtype)) + ": " + backend->name() +
+                            " stores the KV cache in " + std::string(dtype_name(backend->compute_dtype())) +
+                            ", f8e4m3 or i8");
+  }
   int32_t blocks = o.num_kv_blocks;
-  const size_t per_block = KvCache::bytes_per_block(spec, o.block_size, backend->compute_dtype());
+  const size_t per_block = KvCache::bytes_per_block(kv_spec, o.block_size, kv_dtype);
   if (blocks <= 0) {
     ANVIL_ASSIGN_OR_RETURN(MemoryInfo mem, backend->memory_info());
     double budget = static_cast<double>(mem.free_bytes) * o.kv_memory_fraction;
@@ -77,10 +97,42 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend* backend, Model
     return out_of_memory("not enough memory for the KV cache: " + std::to_string(blocks) +
                          " blocks fit; lower --max-num-tokens or free device memory");
   }
-  ANVIL_ASSIGN_OR_RETURN(r->kv_, KvCache::create(backend, spec, blocks, o.block_size));
-  ANVIL_LOG_INFO("kv cache: %d blocks of %d tokens (%lld tokens, %.1f MiB)", blocks, o.block_size,
-                 static_cast<long long>(blocks) * o.block_size, blocks * per_block / 1048576.0);
+  ANVIL_ASSIGN_OR_RETURN(r->kv_, KvCache::create(backend, kv_spec, blocks, o.block_size, kv_dtype, kv_scales));
+  ANVIL_LOG_INFO("kv cache: %d blocks of %d tokens (%lld tokens, %.1f MiB, %s)", blocks, o.block_size,
+                 static_cast<long long>(blocks) * o.block_size, blocks * per_block / 1048576.0,
+                 std::string(dtype_name(kv_dtype)).c_str());
   return r;
+}
+
+Result<std::vector<KvLayerScales>> ModelRunner::kv_scales(DType kv_dtype) const {
+  const ModelSpec& spec = def_.spec;
+  std::vector<KvLayerScales> out;
+  std::vector<float> host(static_cast<size_t>(spec.num_kv_heads));
+  for (int64_t l = 0; l < spec.num_layers; ++l) {
+    const float* ptr[2] = {nullptr, nullptr};
+    for (int kv = 0; kv < 2; ++kv) {
+      const std::string name = "layers." + std::to_string(l) + (kv == 0 ? ".attn.k_scale" : ".attn.v_scale");
+      const Tensor w = weights_.get(name);
+      if (!w.defined()) {
+        return invalid_argument("kv cache " + std::string(dtype_name(kv_dtype)) + " needs per-layer scales, but weight '" +
+                                name + "' is missing: build the engine with --kv-cache fp8|int8 (calibrates them)");
+      }
+      if (w.dtype != DType::kF32 || w.numel() != spec.num_kv_heads) {
+        return invalid_argument("kv cache scale '" + name + "' must be f32 [" + std::to_string(spec.num_kv_heads) +
+                                "], got " + std::string(dtype_name(w.dtype)) + " " + w.shape.to_string());
+      }
+      ANVIL_RETURN_IF_ERROR(backend_->copy_d2h(host.data(), w.data, host.size() * sizeof(float)));
+      for (size_t h = 0; h < host.size(); ++h) {
+        if (!(host[h] > 0.0f) || !std::isfinite(host[h])) {
+          return invalid_argument("kv cache scale '" + name + "' [" + std::to_string(h) + "] = " + std::to_string(host[h]) +
+                                  " (scales must be positive and finite)");
+        }
+      }
+      ptr[kv] = static_cast<const float*>(w.data);
+    }
+    out.push_back({ptr[0], ptr[1]});
+  }
+  return out;
 }
 
 Status ModelRunner::upload(const StepInput& s, int32_t pad_to, BatchView* v, int32_t* num_logit_rows) {
@@ -185,19 +237,36 @@ Status ModelRunner::run_node(const Node& n, const BatchView& view, int64_t nt, i
     case OpKind::kLinear: return backend_->linear(in(0), in(1), in(2), out(0));
     case OpKind::kRopeKvWrite: {
       const ModelSpec& s = def_.spec;
-      Tensor q = out(0).view({nt, s.num_heads, s.head_dim});
+      Tensor q = out(0).view({nt, rank_.num_heads, s.head_dim});
       Tensor qkv = in(0);
       return backend_->rope_kv_write(qkv, in(1), in(2), n.attrs.eps, in(3), n.attrs.attention_scaling, view, q,
-                                     kv_.layer(n.attrs.layer));
+                                     kv_.layer(n.attrs.layer - static_cast<int32_t>(rank_.layer_begin)));
     }
     case OpKind::kAttention: {
       const ModelSpec& s = def_.spec;
-      Tensor q = in(0).view({nt, s.num_heads, s.head_dim});
-      Tensor o = out(0).view({nt, s.num_heads, s.head_dim});
-      return backend_->attention(q, kv_.layer(n.attrs.layer), view, n.attrs.scale, o);
+      Tensor q = in(0).view({nt, rank_.num_heads, s.head_dim});
+      Tensor o = out(0).view({nt, rank_.num_heads, s.head_dim});
+      return backend_->attention(q, kv_.layer(n.attrs.layer - static_cast<int32_t>(rank_.layer_begin)), view, n.attrs.scale, o);
     }
     case OpKind::kActMul: return backend_->act_mul(in(0), n.attrs.act, out(0));
     case OpKind::kGatherRows: return backend_->gather_rows(in(0), in(1), out(0));
+    case OpKind::kQLinear: {
+      const Tensor data = in(1);
+      QuantizedWeight w;
+      w.format = n.attrs.quant;
+      w.group_size = n.attrs.group_size;
+      w.n = data.dim(0);
+      w.k = w.format == QuantFormat::kInt4Group ? data.dim(1) * 2 : data.dim(1);
+      w.data = data.data;
+      w.scales = in(3).data;
+      const Tensor offsets = in(4);
+      w.offsets = offsets.defined() ? offsets.data : nullptr;
+      return backend_->linear_quantized(in(0), w, in(2), out(0));
+    }
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather:
+    case OpKind::kSend:
+    case OpKind::kRecv: return run_collective(n, nt, nr);
   }
   return internal_error("unknown op");
 }
@@ -277,6 +346,7 @@ Status ModelRunner::forward_graph(const StepInput& step, Tensor* logits, bool* u
 
 Status ModelRunner::forward(const StepInput& step, Tensor* logits) {
   dumps_.clear();
+  if (distributed()) return forward_distributed(step, logits);
   bool used = false;
   ANVIL_RETURN_IF_ERROR(forward_graph(step, logits, &used));
   if (used) return Status::ok();

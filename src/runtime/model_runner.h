@@ -5,13 +5,17 @@
 // it allocates.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "dist/communicator.h"
+#include "dist/watchdog.h"
 #include "graph/graph.h"
 #include "model/archs/arch.h"
 #include "runtime/kv_cache/kv_cache.h"
@@ -31,6 +35,19 @@ struct RunnerOptions {
   // Decode-only steps run as CUDA graphs captured per batch-size bucket (backends that support
   // capture). Buckets: 1, 2, 4, 8, then multiples of 8 up to max_num_seqs.
   bool use_graphs = true;
+  // KV cache element type; unset: the backend's compute dtype. kF8E4M3 / kI8 quantize the cache
+  // with per-layer, per-KV-head scales read from the weights "layers.{i}.attn.k_scale" and
+  // "layers.{i}.attn.v_scale" (f32 [num_kv_heads], made by calibration at build time).
+  std::optional<DType> kv_dtype;
+  // Tensor / pipeline parallelism (a definition whose parallel config is not single): this rank's
+  // communicators, owned by the caller (dist::DistContext). control: the world in host memory
+  // (rank 0 broadcasts each step's StepInput); world: the world in backend memory (pipeline
+  // send/recv, logits to rank 0); tp: this rank's tensor-parallel group in backend memory.
+  dist::Communicator* comm_control = nullptr;
+  dist::Communicator* comm_world = nullptr;
+  dist::Communicator* comm_tp = nullptr;
+  // A distributed step running longer than this is reported (rank, step); 0: no watchdog.
+  double watchdog_seconds = 30.0;
 };
 
 // One step's batch on the host. See backend.h (BatchView) for the meaning of each field.
@@ -56,8 +73,19 @@ class ModelRunner {
                                                      const RunnerOptions& options);
 
   // Runs one step. On success *logits is a device view [num_logit_rows, vocab] f32, valid until the
-  // next forward().
+  // next forward(). In a parallel job only rank 0 calls it: it broadcasts the step, every rank
+  // runs its part, and the logits end on rank 0. A failure after the broadcast (ranks out of
+  // step) ends the whole job through the communicator, after logging the error.
   Status forward(const StepInput& step, Tensor* logits);
+
+  // Parallel jobs. Ranks other than 0 run follow(): receive each step from rank 0 and run their
+  // part, until rank 0 calls stop_followers() (returns OK) or a rank fails (returns the error).
+  bool distributed() const { return !def_.parallel.single(); }
+  bool is_follower() const { return distributed() && def_.parallel.world_rank() != 0; }
+  Status follow();
+  Status stop_followers();
+  // Distributed steps this rank has started.
+  int64_t steps_run() const { return step_count_.load(); }
 
   // Names of tensors to copy out after the op that writes them (all rows of the step).
   void set_dump_names(std::set<std::string> names) { dump_names_ = std::move(names); }
@@ -78,7 +106,15 @@ class ModelRunner {
   // dummy decode sequences (callers ensure a decode-only step).
   Status upload(const StepInput& step, int32_t pad_to, BatchView* view, int32_t* num_logit_rows);
   Tensor activation(int id, int64_t num_tokens, int64_t num_logit_rows) const;
+  // The per-layer KV scales of a quantized cache from the weights, validated (present, f32
+  // [num_kv_heads], positive and finite).
+  Result<std::vector<KvLayerScales>> kv_scales(DType kv_dtype) const;
   Status run_node(const Node& n, const BatchView& view, int64_t num_tokens, int64_t num_logit_rows);
+  // model_runner_dist.cpp: all_reduce, all_gather, send, recv nodes; the distributed step.
+  Status run_collective(const Node& n, int64_t num_tokens, int64_t num_logit_rows);
+  Status init_distributed();
+  Status forward_distributed(const StepInput& step, Tensor* logits);
+  Status run_distributed_step(const StepInput& step, Tensor* logits);
   Status dump(const Node& n, int64_t num_tokens, int64_t num_logit_rows);
   Status run_nodes(const BatchView& view, int32_t rows);
   // Decode-only step of n sequences through the graph of the smallest bucket >= n, padding the
@@ -103,6 +139,15 @@ class ModelRunner {
 
   std::map<int32_t, int> graph_of_bucket_;  // bucket -> backend graph id
   bool graphs_supported_ = true;
+
+  // Parallelism: this rank's part (heads, KV heads, layers [begin, end)), the all_gather scratch
+  // [tp, max_logit_rows, vocab_shard] f32, and rank 0's logits from the last stage
+  // [max_logit_rows, vocab] f32 when rank 0 is not on it.
+  dist::RankPlan rank_;
+  DeviceBuffer gather_scratch_;
+  DeviceBuffer stage_logits_;
+  std::unique_ptr<dist::StepWatchdog> watchdog_;
+  std::atomic<int64_t> step_count_{0};
 
   std::set<std::string> dump_names_;
   std::map<std::string, DumpedTensor> dumps_;

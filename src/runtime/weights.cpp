@@ -70,10 +70,22 @@ Status check_no_unexpected_tensors(const ModelDefinition& def, const Checkpoint&
 Result<WeightStore> WeightStore::load(const ModelDefinition& def, const Checkpoint& ckpt, Backend* backend) {
   WeightStore store;
   std::set<std::string> used;
+  // Tensor parallelism: each weight is cut to this rank's shard right after it is read.
+  const dist::ModelDims dims = model_dims(def.spec);
+  ANVIL_ASSIGN_OR_RETURN(const dist::RankPlan plan, dist::plan_rank(dims, def.parallel));
   for (const WeightSource& ws : def.weights) {
     const DType target = ws.keep_f32 ? DType::kF32 : backend->compute_dtype();
-    const int64_t numel = ws.shape.numel();
     ANVIL_ASSIGN_OR_RETURN(std::vector<float> host, gather_weight_f32(def, ws, ckpt, &used));
+    Shape shape = ws.shape;
+    if (def.parallel.tp_size > 1 && ws.split != dist::TpSplit::kReplicated) {
+      Result<Shape> s = dist::shard_shape(ws.split, ws.split_parts, ws.shape, dims, plan, def.parallel);
+      if (!s.is_ok()) return s.status().with_context("sharding " + ws.name);
+      Result<std::vector<float>> shard = dist::shard_weight(ws.split, ws.split_parts, host, ws.shape, dims, plan, def.parallel);
+      if (!shard.is_ok()) return shard.status().with_context("sharding " + ws.name);
+      shape = *s;
+      host = std::move(shard).value();
+    }
+    const int64_t numel = shape.numel();
     const size_t bytes = dtype_bytes_for(target, static_cast<size_t>(numel));
     std::vector<uint8_t> converted(bytes);
     convert_from_f32(target, host.data(), converted.data(), static_cast<size_t>(numel));
@@ -81,7 +93,7 @@ Result<WeightStore> WeightStore::load(const ModelDefinition& def, const Checkpoi
     ANVIL_RETURN_IF_ERROR(backend->copy_h2d(buf.get(), converted.data(), bytes));
     // copy_h2d may be asynchronous: the host buffer must outlive it.
     ANVIL_RETURN_IF_ERROR(backend->synchronize());
-    store.tensors_[ws.name] = buf.tensor(target, ws.shape);
+    store.tensors_[ws.name] = buf.tensor(target, shape);
     store.buffers_[ws.name] = std::move(buf);
     store.total_bytes_ += bytes;
   }

@@ -17,8 +17,9 @@ const char* openai_finish_reason(FinishReason r) {
 
 ChoiceStream::ChoiceStream(const Tokenizer* tokenizer, std::vector<std::string> stop, bool skip_special_tokens,
                            bool want_logprobs)
-    : matcher_(std::move(stop)), want_logprobs_(want_logprobs) {
-  if (tokenizer != nullptr) decoder_ = std::make_unique<IncrementalDecoder>(*tokenizer, skip_special_tokens);
+    : want_logprobs_(want_logprobs) {
+  executor_text_ = tokenizer != nullptr && !stop.empty();  // Generation hands the stops over then
+  if (tokenizer != nullptr && !executor_text_) decoder_ = std::make_unique<IncrementalDecoder>(*tokenizer, skip_special_tokens);
 }
 
 ChoiceDelta ChoiceStream::on_output(const Output& out) {
@@ -27,7 +28,6 @@ ChoiceDelta ChoiceStream::on_output(const Output& out) {
   num_cached_ = std::max(num_cached_, out.num_cached_prompt_tokens);
   if (executor_done_) return d;
   if (out.finished) executor_done_ = true;
-  if (finished_) return d;  // a stop string already ended it; this is the cancel's echo
 
   for (size_t k = 0; k < out.tokens.size(); ++k) {
     const int32_t token = out.tokens[k];
@@ -40,32 +40,11 @@ ChoiceDelta ChoiceStream::on_output(const Output& out) {
       if (k < out.top_logprobs.size()) e.top = out.top_logprobs[k];
       d.logprobs.push_back(std::move(e));
     }
-    if (decoder_ == nullptr) continue;
-    StopMatcher::Step step = matcher_.add(decoder_->add(token));
-    d.text += step.released;
-    if (step.stopped) {
-      stop_hit_ = true;
-      finished_ = true;
-      finish_reason_ = "stop";
-      d.finished = true;
-      d.finish_reason = finish_reason_;
-      return d;
-    }
+    if (decoder_ != nullptr) d.text += decoder_->add(token);
   }
+  if (executor_text_) d.text += out.text;
   if (!out.finished) return d;
-
-  if (decoder_ != nullptr) {
-    StopMatcher::Step step = matcher_.add(decoder_->finish());
-    d.text += step.released;
-    if (step.stopped) {
-      finished_ = true;
-      finish_reason_ = "stop";
-      d.finished = true;
-      d.finish_reason = finish_reason_;
-      return d;
-    }
-    d.text += matcher_.flush();
-  }
+  if (decoder_ != nullptr) d.text += decoder_->finish();
   finished_ = true;
   finish_reason_ = openai_finish_reason(out.finish_reason);
   if (out.finish_reason == FinishReason::kError) d.error = out.error.message();

@@ -1,7 +1,7 @@
 // ChoiceStream: turns one executor sequence's Outputs into what a client sees for one choice:
-// text detokenized incrementally (UTF-8 safe), cut at the first stop string (which may span
-// tokens and is not included), the token ids and logprobs of the tokens consumed so far. After a
-// stop string the caller cancels the executor request; later Outputs are ignored.
+// text detokenized incrementally (UTF-8 safe), the token ids and logprobs. With stop strings the
+// executor detokenizes, matches them (they may span tokens) and sends the text cut before the
+// stop string (Output::text); without, the text is decoded here.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "anvil/request.h"
-#include "server/stop_matcher.h"
 #include "tokenizer/incremental_decoder.h"
 #include "tokenizer/tokenizer.h"
 
@@ -40,8 +39,6 @@ class ChoiceStream {
   ChoiceDelta on_output(const Output& out);
 
   bool finished() const { return finished_; }
-  // True once a stop string ended the choice while the executor still runs it (cancel it).
-  bool needs_cancel() const { return stop_hit_ && !executor_done_; }
   bool executor_done() const { return executor_done_; }
   int32_t num_prompt_tokens() const { return num_prompt_; }
   int32_t num_cached_prompt_tokens() const { return num_cached_; }
@@ -49,11 +46,10 @@ class ChoiceStream {
   const std::string& finish_reason() const { return finish_reason_; }
 
  private:
-  std::unique_ptr<IncrementalDecoder> decoder_;
-  StopMatcher matcher_;
+  std::unique_ptr<IncrementalDecoder> decoder_;  // null when the executor sends the text
+  bool executor_text_ = false;
   bool want_logprobs_;
   bool finished_ = false;
-  bool stop_hit_ = false;
   bool executor_done_ = false;
   int32_t num_prompt_ = 0;
   int32_t num_cached_ = 0;

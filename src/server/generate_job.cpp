@@ -54,7 +54,6 @@ std::vector<IndexedDelta> GenerateJob::pump(std::chrono::milliseconds timeout) {
       last_token_at_[ev.seq] = ev.at;
     }
     ChoiceDelta d = c.on_output(ev.output);
-    if (c.needs_cancel()) gen_.cancel(ev.seq);
     if (!was_finished && c.finished()) on_finished(ev.seq, d.finish_reason);
     if (!d.text.empty() || !d.token_ids.empty() || d.finished) out.push_back(IndexedDelta{ev.seq, std::move(d)});
   }

@@ -1,7 +1,7 @@
 // GenerateJob: one completion or chat request in flight: its executor sequences (Generation),
 // one ChoiceStream per sequence, latency bookkeeping for the metrics, and the usage totals.
-// Driven by a single HTTP thread; pump() turns arriving Outputs into per-choice deltas and
-// cancels sequences whose stop string matched.
+// Driven by a single HTTP thread; pump() turns arriving Outputs into per-choice deltas (stop
+// strings are matched by the executor, which ends those sequences itself).
 #pragma once
 
 #include <chrono>
@@ -28,7 +28,7 @@ class GenerateJob {
 
   // Enqueues the sequences (the error is the HTTP answer when it fails).
   MaybeError start() {
-    MaybeError e = gen_.start(req_);
+    MaybeError e = gen_.start(req_, model_->tokenizer);
     started_ = !e.has_value();
     return e;
   }

@@ -27,9 +27,20 @@ ApiError from_status(const Status& s) {
   return ApiError{500, s.to_string(), "", "", "server_error"};
 }
 
+// The executor's view of the tokenizer's incremental decoder (it links no tokenizer itself).
+class TokenizerTextDecoder final : public TextDecoder {
+ public:
+  TokenizerTextDecoder(const Tokenizer& tokenizer, bool skip_special) : decoder_(tokenizer, skip_special) {}
+  std::string add(int32_t token) override { return decoder_.add(token); }
+  std::string finish() override { return decoder_.finish(); }
+
+ private:
+  IncrementalDecoder decoder_;
+};
+
 }  // namespace
 
-MaybeError Generation::start(const GenerateRequest& req) {
+MaybeError Generation::start(const GenerateRequest& req, const Tokenizer* tokenizer) {
   const size_t total = req.prompts.size() * static_cast<size_t>(req.n);
   ids_.reserve(total);
   for (size_t p = 0; p < req.prompts.size(); ++p) {
@@ -38,7 +49,14 @@ MaybeError Generation::start(const GenerateRequest& req) {
       r.prompt = req.prompts[p].ids;
       r.sampling = req.sampling;
       if (req.sampling.seed) r.sampling.seed = *req.sampling.seed + static_cast<uint64_t>(c);
-      r.streaming = true;  // per-token Outputs: stop strings end generation early, latencies are real
+      r.streaming = true;  // per-token Outputs: latencies are real
+      if (!req.stop.empty() && tokenizer != nullptr) {
+        r.sampling.stop = req.stop;
+        const bool skip = req.skip_special_tokens;
+        r.detokenizer = [tokenizer, skip]() -> std::unique_ptr<TextDecoder> {
+          return std::make_unique<TokenizerTextDecoder>(*tokenizer, skip);
+        };
+      }
       const size_t seq = ids_.size();
       std::shared_ptr<Queue> q = queue_;
       auto callback = [q, seq](const Output& out) {

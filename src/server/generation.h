@@ -15,6 +15,7 @@
 #include "anvil/executor.h"
 #include "server/json_params.h"
 #include "server/openai_request.h"
+#include "tokenizer/incremental_decoder.h"
 
 namespace anvil::server {
 
@@ -35,7 +36,8 @@ class Generation {
 
   // Enqueues every sequence of `req`. On a refusal, cancels those already queued and returns the
   // error: 429 when the executor's queue is full, 400 for what it rejects as invalid.
-  MaybeError start(const GenerateRequest& req);
+  // With stop strings, the executor matches them, detokenizing with `tokenizer` (non-null then).
+  MaybeError start(const GenerateRequest& req, const Tokenizer* tokenizer);
   size_t num_sequences() const { return ids_.size(); }
   // Waits up to `timeout` for Outputs; returns those that arrived (possibly none).
   std::vector<OutputEvent> wait(std::chrono::milliseconds timeout);

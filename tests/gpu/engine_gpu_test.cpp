@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,10 @@
 
 #include "build/engine_builder.h"
 #include "build/engine_loader.h"
+#include "build/passes/gemm_autotune.h"
+#ifdef ANVIL_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "runtime/model_loader.h"
 
 namespace anvil {
@@ -94,6 +99,55 @@ TEST_P(EngineGpu, BuildLoadMatchesDirectLoad) {
   std::printf("  %s: engine vs direct load on the GPU, logits rel err %.2e\n", GetParam(), err);
   std::filesystem::remove(path);
 }
+
+#ifdef ANVIL_HAVE_CUDA
+// The autotuned cuBLASLt algorithms travel in the engine: every entry carries its algorithm and
+// the cuBLASLt version, and a fresh backend pins each of them without timing.
+TEST(EngineGpuTuning, StoredAlgorithmsPinWithoutTiming) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  BackendOptions bo;
+  bo.kind = BackendKind::kCuda;
+  bo.compute_dtype = DType::kBF16;
+  auto builder_backend = std::move(create_backend(bo)).value();
+  const std::string path = std::filesystem::temp_directory_path().string() + "/anvil_gpu_tuning.anvil";
+  EngineBuildOptions eo;
+  eo.backend = BackendKind::kCuda;
+  eo.dtype = DType::kBF16;
+  eo.max_batch = 8;
+  eo.max_num_tokens = 256;
+  auto built = build_engine(model_dir("llama3_gqa"), eo, path, builder_backend.get());
+  ASSERT_TRUE(built.is_ok()) << built.status().to_string();
+  builder_backend.reset();
+  auto file = EngineFile::open(path);
+  ASSERT_TRUE(file.is_ok()) << file.status().to_string();
+  const EngineHeader& h = file->header();
+  ASSERT_EQ(h.gemm_tuning_status, "tuned");
+  ASSERT_FALSE(h.gemm_tuning.empty());
+  auto fresh = std::move(create_backend(bo)).value();
+  auto* cuda = dynamic_cast<CudaBackend*>(fresh.get());
+  ASSERT_NE(cuda, nullptr);
+  int pinned = 0;
+  for (const GemmTuning& t : h.gemm_tuning) {
+    ASSERT_EQ(t.algo.size(), 128u) << "M=" << t.m_bucket << " N=" << t.n << " K=" << t.k;
+    EXPECT_EQ(t.cublaslt_version, cuda::cublaslt_version());
+    cuda::LinearAlgoBytes algo{};
+    for (size_t i = 0; i < 8; ++i) algo[i] = std::stoull(t.algo.substr(i * 16, 16), nullptr, 16);
+    Status st = cuda->pin_linear_algorithm(t.m_bucket, t.n, t.k, *dtype_from_name(t.out_dtype), t.has_bias, algo);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+    pinned += st.is_ok();
+  }
+  // The loader's path: pinned from the engine, nothing re-timed (fast).
+  const auto t0 = std::chrono::steady_clock::now();
+  int retimed = -1;
+  auto applied = apply_gemm_tuning(h, fresh.get(), &retimed);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(applied.is_ok()) << applied.status().to_string();
+  std::printf("  %d stored GEMM algorithms pinned; apply_gemm_tuning: %d winners, %d re-timed, %.1f ms\n", pinned, *applied,
+              retimed, ms);
+  EXPECT_EQ(retimed, 0);
+  std::filesystem::remove(path);
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineGpu, ::testing::Values("llama3_gqa", "qwen2", "qwen3"));
 

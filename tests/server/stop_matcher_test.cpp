@@ -6,6 +6,7 @@
 
 #include "server/choice_stream.h"
 #include "server/stop_matcher.h"
+#include "tokenizer/incremental_decoder.h"
 #include "server_test_util.h"
 
 namespace anvil::server::test {
@@ -111,35 +112,54 @@ TEST(ChoiceStream, IncrementalTextEqualsHfDecode) {
   EXPECT_EQ(num_logprobs, ids.size());
   EXPECT_EQ(c.finish_reason(), "length");
   EXPECT_EQ(c.num_generated_tokens(), static_cast<int32_t>(ids.size()));
-  EXPECT_FALSE(c.needs_cancel());
 }
+
+// The executor matches stop strings (executor/stop_matcher.h) over the text of the decoder the
+// server hands it; ChoiceStream relays the executor's text.
+class TestDecoder final : public TextDecoder {
+ public:
+  explicit TestDecoder(const Tokenizer& t) : d_(t, true) {}
+  std::string add(int32_t token) override { return d_.add(token); }
+  std::string finish() override { return d_.finish(); }
+
+ private:
+  IncrementalDecoder d_;
+};
 
 TEST(ChoiceStream, StopStringAcrossTokensEndsTheChoice) {
   ChatFixture f;
   ASSERT_NE(f.tokenizer, nullptr);
   auto ids = f.expected.at("greedy_ids").get<std::vector<int32_t>>();
   const std::string stop = f.expected.at("stop").get<std::string>();
+  StopStringChecker checker(std::make_unique<TestDecoder>(*f.tokenizer), {"never-appears", stop});
   ChoiceStream c(f.tokenizer.get(), {stop}, true, false);
   std::string text;
   size_t consumed = 0;
   for (size_t i = 0; i < ids.size() && !c.finished(); ++i) {
-    ChoiceDelta d = c.on_output(token_output(ids[i], i + 1 == ids.size()));
+    // What the executor sends: the token, its released text, and the end at the stop string.
+    StopMatcher::Step step = checker.add(ids[i]);
+    Output o = token_output(ids[i], i + 1 == ids.size() || step.stopped);
+    o.text = step.released;
+    if (step.stopped) {
+      o.finish_reason = FinishReason::kStop;
+      o.stop_reason = checker.matched();
+    }
+    ChoiceDelta d = c.on_output(o);
     text += d.text;
     ++consumed;
   }
   EXPECT_EQ(text, f.expected.at("stop_text").get<std::string>());
+  EXPECT_EQ(checker.matched(), stop);
   EXPECT_EQ(c.finish_reason(), "stop");
-  EXPECT_TRUE(c.needs_cancel());
   EXPECT_LT(consumed, ids.size());
   EXPECT_EQ(c.num_generated_tokens(), static_cast<int32_t>(consumed));
-  // The executor's cancelled final Output is swallowed.
-  Output cancelled;
-  cancelled.finished = true;
-  cancelled.finish_reason = FinishReason::kCancelled;
-  ChoiceDelta d = c.on_output(cancelled);
+  // A later Output (none should come) is ignored.
+  Output late;
+  late.finished = true;
+  late.finish_reason = FinishReason::kCancelled;
+  ChoiceDelta d = c.on_output(late);
   EXPECT_FALSE(d.finished);
   EXPECT_TRUE(d.text.empty());
-  EXPECT_FALSE(c.needs_cancel());
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "backend/kv_quant.h"
 #include "core/random.h"
 #include "core/thread_pool.h"
 
@@ -47,6 +48,30 @@ size_t kv_offset(const KvCacheLayer& kv, int32_t slot, int32_t head) {
   const int32_t block = slot / kv.block_size;
   const int32_t row = slot % kv.block_size;
   return ((static_cast<size_t>(block) * kv.num_kv_heads + head) * kv.block_size + row) * kv.head_dim;
+}
+
+// The CPU cache holds f32, or bytes quantized per KV head (backend.h, KvCacheLayer).
+Status check_kv(const KvCacheLayer& kv, const char* op) {
+  if (kv_dtype_quantized(kv.dtype)) {
+    if (!kv.k_scale || !kv.v_scale) {
+      return invalid_argument(std::string(op) + ": a " + std::string(dtype_name(kv.dtype)) +
+                              " kv cache needs k_scale and v_scale");
+    }
+    return Status::ok();
+  }
+  if (kv.dtype != DType::kF32) {
+    return invalid_argument(std::string(op) + ": kv cache dtype " + std::string(dtype_name(kv.dtype)) +
+                            " (the CPU backend stores f32, f8e4m3 or i8)");
+  }
+  return Status::ok();
+}
+
+// Row `off` of a cache pool as f32: the pool itself (f32) or `buf` filled with code * scale.
+const float* kv_row(const KvCacheLayer& kv, const void* pool, size_t off, float scale, float* buf) {
+  if (!kv_dtype_quantized(kv.dtype)) return static_cast<const float*>(pool) + off;
+  const uint8_t* q = static_cast<const uint8_t*>(pool) + off;
+  for (int32_t i = 0; i < kv.head_dim; ++i) buf[i] = kv_dequantize(kv.dtype, q[i], scale);
+  return buf;
 }
 
 }  // namespace
@@ -148,6 +173,7 @@ Status CpuBackend::rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const 
                                  const Tensor& inv_freq, float attention_scaling, const BatchView& batch,
                                  Tensor q_out, const KvCacheLayer& kv) {
   ANVIL_RETURN_IF_ERROR(expect_f32(qkv, "rope_kv_write", "qkv"));
+  ANVIL_RETURN_IF_ERROR(check_kv(kv, "rope_kv_write"));
   const int64_t d = kv.head_dim, hkv = kv.num_kv_heads;
   const int64_t hq = q_out.dim(1);
   const int64_t row = qkv.dim(1);
@@ -188,8 +214,17 @@ Status CpuBackend::rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const 
       }
       rotate(tmp.data(), pos);
       const size_t off = kv_offset(kv, slot, static_cast<int32_t>(h));
-      std::memcpy(static_cast<float*>(kv.k) + off, tmp.data(), d * sizeof(float));
-      std::memcpy(static_cast<float*>(kv.v) + off, vs, d * sizeof(float));
+      if (kv_dtype_quantized(kv.dtype)) {
+        uint8_t* kq = static_cast<uint8_t*>(kv.k) + off;
+        uint8_t* vq = static_cast<uint8_t*>(kv.v) + off;
+        for (int64_t i = 0; i < d; ++i) {
+          kq[i] = kv_quantize(kv.dtype, tmp[i], kv.k_scale[h]);
+          vq[i] = kv_quantize(kv.dtype, vs[i], kv.v_scale[h]);
+        }
+      } else {
+        std::memcpy(static_cast<float*>(kv.k) + off, tmp.data(), d * sizeof(float));
+        std::memcpy(static_cast<float*>(kv.v) + off, vs, d * sizeof(float));
+      }
     }
   }
   return Status::ok();
@@ -198,14 +233,15 @@ Status CpuBackend::rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const 
 Status CpuBackend::attention(const Tensor& q, const KvCacheLayer& kv, const BatchView& batch, float scale,
                              Tensor out) {
   ANVIL_RETURN_IF_ERROR(expect_f32(q, "attention", "q"));
+  ANVIL_RETURN_IF_ERROR(check_kv(kv, "attention"));
   const int64_t hq = q.dim(1), d = q.dim(2), hkv = kv.num_kv_heads;
   const int64_t group = hq / hkv;
-  const float* kc = static_cast<const float*>(kv.k);
-  const float* vc = static_cast<const float*>(kv.v);
+  const bool quantized = kv_dtype_quantized(kv.dtype);
   // Work items: (token, head).
   ThreadPool::global().parallel_for(static_cast<int64_t>(batch.num_tokens) * hq, [&](int64_t b, int64_t e) {
     std::vector<float> scores;
     std::vector<double> acc(d);
+    std::vector<float> row(d);  // a dequantized K or V row
     for (int64_t item = b; item < e; ++item) {
       const int64_t t = item / hq, h = item % hq;
       // Find the sequence of token t.
@@ -217,11 +253,12 @@ Status CpuBackend::attention(const Tensor& q, const KvCacheLayer& kv, const Batc
       const int32_t* table = batch.block_tables + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
       const float* qv = q.ptr<float>() + (t * hq + h) * d;
       const int32_t kvh = static_cast<int32_t>(h / group);
+      const float k_scale = quantized ? kv.k_scale[kvh] : 1.0f, v_scale = quantized ? kv.v_scale[kvh] : 1.0f;
       scores.resize(pos + 1);
       float mx = -INFINITY;
       for (int32_t j = 0; j <= pos; ++j) {
         const int32_t slot = table[j / kv.block_size] * kv.block_size + j % kv.block_size;
-        scores[j] = dot(qv, kc + kv_offset(kv, slot, kvh), d) * scale;
+        scores[j] = dot(qv, kv_row(kv, kv.k, kv_offset(kv, slot, kvh), k_scale, row.data()), d) * scale;
         mx = std::max(mx, scores[j]);
       }
       double denom = 0;
@@ -230,7 +267,7 @@ Status CpuBackend::attention(const Tensor& q, const KvCacheLayer& kv, const Batc
         const double p = std::exp(static_cast<double>(scores[j] - mx));
         denom += p;
         const int32_t slot = table[j / kv.block_size] * kv.block_size + j % kv.block_size;
-        const float* vv = vc + kv_offset(kv, slot, kvh);
+        const float* vv = kv_row(kv, kv.v, kv_offset(kv, slot, kvh), v_scale, row.data());
         for (int64_t i = 0; i < d; ++i) acc[i] += p * vv[i];
       }
       float* o = out.ptr<float>() + (t * hq + h) * d;

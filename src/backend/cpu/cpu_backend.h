@@ -27,6 +27,9 @@ class CpuBackend final : public Backend {
   Status embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
   Status rms_norm(const Tensor& x, Tensor residual, const Tensor& weight, float eps, Tensor out) override;
   Status linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor out) override;
+  // cpu_quant.cpp: the reference of every QuantFormat (f32 math on dequantized weights; W8A8
+  // formats quantize the activations per token exactly as backend.h specifies).
+  Status linear_quantized(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor out) override;
   Status rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const Tensor& k_norm, float qk_norm_eps,
                        const Tensor& inv_freq, float attention_scaling, const BatchView& batch, Tensor q_out,
                        const KvCacheLayer& kv) override;

@@ -66,6 +66,8 @@ Result<std::unique_ptr<Backend>> create_cuda_backend(const BackendOptions& optio
              std::to_string(prop.major * 10 + prop.minor) + ")";
   ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking), "creating the stream");
   ANVIL_ASSIGN_OR_RETURN(b->linear_, cuda::LinearRunner::create(b->stream_));
+  ANVIL_ASSIGN_OR_RETURN(b->w8a8_, cuda::W8A8Linear::create(b->stream_));
+  ANVIL_ASSIGN_OR_RETURN(b->weight_only_, cuda::WeightOnlyLinear::create(b->stream_, b->linear_.get()));
   return std::unique_ptr<Backend>(std::move(b));
 }
 
@@ -77,6 +79,8 @@ CudaBackend::~CudaBackend() {
   }
   if (stream_) cudaStreamSynchronize(stream_);
   for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
+  weight_only_.reset();
+  w8a8_.reset();
   linear_.reset();
   if (attention_ws_) cudaFree(attention_ws_);
   for (auto& [p, size] : live_) cudaFree(p);
@@ -287,6 +291,44 @@ Status CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& bias,
   return linear_->run(s, x.data, w.data, bias.data, out.data);
 }
 
+Status CudaBackend::linear_quantized(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor out) {
+  const std::string op = std::string("linear_quantized (") + quant_format_name(w.format) + ")";
+  ANVIL_RETURN_IF_ERROR(expect(x, dtype_, op.c_str(), "x"));
+  if (!out.defined() || out.device != Device::kCuda) return invalid_argument(op + ": out is empty or not on CUDA");
+  if (out.dtype != dtype_ && out.dtype != DType::kF32) {
+    return invalid_argument(op + ": out must be " + dt(dtype_) + " or f32, got " + dt(out.dtype));
+  }
+  if (w.n <= 0 || w.k <= 0) return invalid_argument(op + ": weight shape N=" + std::to_string(w.n) + " K=" + std::to_string(w.k));
+  if (x.rank() != 2 || x.dim(1) != w.k) {
+    return invalid_argument(op + ": x must be [M, " + std::to_string(w.k) + "], got " + x.shape.to_string());
+  }
+  const int64_t m = x.dim(0);
+  ANVIL_RETURN_IF_ERROR(expect_rows(out, m, w.n, op.c_str(), "out"));
+  if (bias.defined()) {
+    ANVIL_RETURN_IF_ERROR(expect(bias, dtype_, op.c_str(), "bias"));
+    if (bias.numel() != w.n) return invalid_argument(op + ": bias " + bias.shape.to_string() + " for N=" + std::to_string(w.n));
+  }
+  cuda::WeightOnlyArgs a;
+  a.x = x.data;
+  a.m = m;
+  a.dtype = dtype_;
+  a.bias = bias.defined() ? bias.data : nullptr;
+  a.out = out.data;
+  a.out_dtype = out.dtype;
+  switch (w.format) {
+    case QuantFormat::kInt8WeightOnly:
+    case QuantFormat::kInt4Group: return weight_only_->run(w, a);
+    case QuantFormat::kInt8W8A8:
+    case QuantFormat::kFp8W8A8:
+      // Decode sizes stream the 8-bit weights against unquantized activations (backend.h): the
+      // GEMM is bound by the weight read there, where cuBLASLt's 8-bit GEMMs reach only 28-48%
+      // of the floor (bench/cuda_kernels.md).
+      if (m <= std::min<int64_t>(weight_only_->decode_max_m(), 16)) return weight_only_->run(w, a);
+      return cuda::w8a8_linear(*w8a8_, dtype_, x, w, bias, out);
+  }
+  return internal_error(op + ": unknown format");
+}
+
 Result<cuda::LinearAutotuneResult> CudaBackend::autotune_linear(int64_t m, int64_t n, int64_t k, DType out_dtype,
                                                                 bool has_bias, int candidates, int iterations) {
   ANVIL_RETURN_IF_ERROR(check_not_capturing("autotune_linear"));
@@ -301,14 +343,29 @@ Result<cuda::LinearAutotuneResult> CudaBackend::autotune_linear(int64_t m, int64
   return linear_->autotune(s, candidates, iterations);
 }
 
+Status CudaBackend::pin_linear_algorithm(int64_t m, int64_t n, int64_t k, DType out_dtype, bool has_bias,
+                                         const cuda::LinearAlgoBytes& algo) {
+  ANVIL_RETURN_IF_ERROR(check_not_capturing("pin_linear_algorithm"));
+  cuda::LinearShape s;
+  s.m = m;
+  s.n = n;
+  s.k = k;
+  s.in_dtype = dtype_;
+  s.out_dtype = out_dtype;
+  s.has_bias = has_bias;
+  s.bias_dtype = dtype_;
+  return linear_->pin(s, algo);
+}
+
 Status CudaBackend::rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const Tensor& k_norm, float qk_norm_eps,
                                   const Tensor& inv_freq, float attention_scaling, const BatchView& batch,
                                   Tensor q_out, const KvCacheLayer& kv) {
   ANVIL_RETURN_IF_ERROR(expect(qkv, dtype_, "rope_kv_write", "qkv"));
   ANVIL_RETURN_IF_ERROR(expect(q_out, dtype_, "rope_kv_write", "q_out"));
   ANVIL_RETURN_IF_ERROR(expect(inv_freq, DType::kF32, "rope_kv_write", "inv_freq"));
-  if (kv.dtype != dtype_) {
-    return unsupported("rope_kv_write: kv cache dtype " + dt(kv.dtype) + " (the CUDA backend stores " + dt(dtype_) + ")");
+  if (kv.dtype != dtype_ && kv.dtype != DType::kF8E4M3 && kv.dtype != DType::kI8) {
+    return unsupported("rope_kv_write: kv cache dtype " + dt(kv.dtype) + " (the CUDA backend stores " + dt(dtype_) +
+                       ", f8e4m3 or i8)");
   }
   if (q_out.rank() != 3) return invalid_argument("rope_kv_write: q_out must be [T, Hq, D], got " + q_out.shape.to_string());
   const int64_t t = batch.num_tokens, hq = q_out.dim(1), d = q_out.dim(2), hkv = kv.num_kv_heads;
@@ -339,6 +396,9 @@ Status CudaBackend::rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const
   p.head_dim = static_cast<int>(d);
   p.block_size = kv.block_size;
   p.dtype = dtype_;
+  p.kv_dtype = kv.dtype;
+  p.k_scale = kv.k_scale;
+  p.v_scale = kv.v_scale;
   return cuda::launch_rope_kv_write(p, stream_);
 }
 
@@ -346,7 +406,10 @@ Status CudaBackend::attention(const Tensor& q, const KvCacheLayer& kv, const Bat
                               Tensor out) {
   ANVIL_RETURN_IF_ERROR(expect(q, dtype_, "attention", "q"));
   ANVIL_RETURN_IF_ERROR(expect(out, dtype_, "attention", "out"));
-  if (kv.dtype != dtype_) return unsupported("attention: kv cache dtype " + dt(kv.dtype));
+  if (kv.dtype != dtype_ && kv.dtype != DType::kF8E4M3 && kv.dtype != DType::kI8) {
+    return unsupported("attention: kv cache dtype " + dt(kv.dtype) + " (the CUDA backend reads " + dt(dtype_) +
+                       ", f8e4m3 or i8)");
+  }
   if (q.rank() != 3 || !(q.shape == out.shape)) {
     return invalid_argument("attention: q " + q.shape.to_string() + " and out " + out.shape.to_string() +
                             " must both be [T, Hq, D]");
@@ -357,6 +420,9 @@ Status CudaBackend::attention(const Tensor& q, const KvCacheLayer& kv, const Bat
   p.k_cache = kv.k;
   p.v_cache = kv.v;
   p.dtype = dtype_;
+  if (kv.dtype != dtype_) p.kv_dtype = kv.dtype;
+  p.k_scale = kv.k_scale;
+  p.v_scale = kv.v_scale;
   p.num_heads = static_cast<int>(q.dim(1));
   p.num_kv_heads = kv.num_kv_heads;
   p.head_dim = static_cast<int>(q.dim(2));

@@ -17,6 +17,8 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/ops/linear.h"
+#include "backend/cuda/ops/quant_w8a8.h"
+#include "backend/cuda/ops/quant_weight_only.h"
 
 namespace anvil {
 
@@ -46,6 +48,9 @@ class CudaBackend final : public Backend {
   Status embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
   Status rms_norm(const Tensor& x, Tensor residual, const Tensor& weight, float eps, Tensor out) override;
   Status linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor out) override;
+  // Weight-only formats through cuda::WeightOnlyLinear (ops/quant_weight_only.h); W8A8 formats
+  // through cuda::W8A8Linear (ops/quant_w8a8.h).
+  Status linear_quantized(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor out) override;
   Status rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const Tensor& k_norm, float qk_norm_eps,
                        const Tensor& inv_freq, float attention_scaling, const BatchView& batch, Tensor q_out,
                        const KvCacheLayer& kv) override;
@@ -67,6 +72,11 @@ class CudaBackend final : public Backend {
   Result<cuda::LinearAutotuneResult> autotune_linear(int64_t m, int64_t n, int64_t k, DType out_dtype, bool has_bias,
                                                      int candidates = 8, int iterations = 20);
 
+  // Pins a saved algorithm (LinearAutotuneResult::algo) for the same shape; kUnsupported when
+  // this cuBLASLt does not accept it (the caller re-times with autotune_linear).
+  Status pin_linear_algorithm(int64_t m, int64_t n, int64_t k, DType out_dtype, bool has_bias,
+                              const cuda::LinearAlgoBytes& algo);
+
   cudaStream_t stream() const { return stream_; }
   int device_index() const { return device_index_; }
 
@@ -83,6 +93,8 @@ class CudaBackend final : public Backend {
   std::string name_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::LinearRunner> linear_;
+  std::unique_ptr<cuda::WeightOnlyLinear> weight_only_;  // uses linear_ for prefill
+  std::unique_ptr<cuda::W8A8Linear> w8a8_;               // fp8 / int8 W8A8 (ops/quant_w8a8.h)
   bool capturing_ = false;
   std::vector<cudaGraphExec_t> graphs_;
   void* attention_ws_ = nullptr;

@@ -9,12 +9,17 @@ namespace {
 bool has_side_effects(OpKind k) {
   switch (k) {
     case OpKind::kRopeKvWrite: return true;
+    case OpKind::kAllReduce: return true;  // every rank must join the collective
+    case OpKind::kAllGather: return true;
+    case OpKind::kSend: return true;
+    case OpKind::kRecv: return true;
     case OpKind::kEmbedding:
     case OpKind::kRmsNorm:
     case OpKind::kLinear:
     case OpKind::kAttention:
     case OpKind::kActMul:
-    case OpKind::kGatherRows: return false;
+    case OpKind::kGatherRows:
+    case OpKind::kQLinear: return false;
   }
   return true;
 }

@@ -42,6 +42,31 @@ std::set<LinearShapeKey> linear_shapes(const EngineHeader& h) {
 
 constexpr double kWinMargin = 0.97;
 
+#ifdef ANVIL_HAVE_CUDA
+std::string algo_to_hex(const cuda::LinearAlgoBytes& a) {
+  static const char* kHex = "0123456789abcdef";
+  std::string s;
+  for (uint64_t v : a)
+    for (int b = 60; b >= 0; b -= 4) s.push_back(kHex[(v >> b) & 0xf]);
+  return s;
+}
+
+bool algo_from_hex(const std::string& s, cuda::LinearAlgoBytes* a) {
+  if (s.size() != 128) return false;
+  for (size_t i = 0; i < 8; ++i) {
+    uint64_t v = 0;
+    for (size_t j = 0; j < 16; ++j) {
+      const char c = s[i * 16 + j];
+      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) return false;
+      v = v << 4 | static_cast<uint64_t>(d);
+    }
+    (*a)[i] = v;
+  }
+  return true;
+}
+#endif
+
 }  // namespace
 
 Status autotune_gemms(Backend* device, const std::string& tuning_cache_path, EngineHeader* h) {
@@ -74,7 +99,10 @@ Status autotune_gemms(Backend* device, const std::string& tuning_cache_path, Eng
       t.k = s.k;
       t.out_dtype = std::string(dtype_name(out));
       t.has_bias = s.has_bias;
-      if (std::optional<GemmTuning> hit = cache.find(device_key, t)) {
+      std::optional<GemmTuning> hit = cache.find(device_key, t);
+      cuda::LinearAlgoBytes algo{};
+      if (hit && hit->cublaslt_version == cuda::cublaslt_version() && algo_from_hex(hit->algo, &algo) &&
+          cuda->pin_linear_algorithm(m, s.n, s.k, out, s.has_bias, algo).is_ok()) {
         h->gemm_tuning.push_back(*hit);
         ++cached;
         continue;
@@ -87,6 +115,8 @@ Status autotune_gemms(Backend* device, const std::string& tuning_cache_path, Eng
       t.candidates = r->candidates_timed;
       t.best_us = r->best_us;
       t.heuristic_us = r->heuristic_us;
+      t.algo = algo_to_hex(r->algo);
+      t.cublaslt_version = cuda::cublaslt_version();
       h->gemm_tuning.push_back(t);
       cache.put(device_key, t);
       ++timed;
@@ -108,21 +138,38 @@ Status autotune_gemms(Backend* device, const std::string& tuning_cache_path, Eng
 #endif
 }
 
-Result<int> apply_gemm_tuning(const EngineHeader& h, Backend* backend) {
+Result<int> apply_gemm_tuning(const EngineHeader& h, Backend* backend, int* retimed_out) {
+  if (retimed_out) *retimed_out = 0;
 #ifdef ANVIL_HAVE_CUDA
   auto* cuda = dynamic_cast<CudaBackend*>(backend);
   if (cuda == nullptr) return 0;
-  int pinned = 0;
+  int pinned = 0, retimed = 0;
+  const int64_t version = cuda::cublaslt_version();
   for (const GemmTuning& t : h.gemm_tuning) {
-    if (!(t.best_us < kWinMargin * t.heuristic_us)) continue;
+    if (!(t.best_us < kWinMargin * t.heuristic_us)) continue;  // the heuristic's choice is as good
     auto out = dtype_from_name(t.out_dtype);
     if (!out) return data_loss("gemm tuning entry has unknown out_dtype " + t.out_dtype);
+    // The stored algorithm, pinned without timing, when this cuBLASLt produced it and accepts it.
+    cuda::LinearAlgoBytes algo{};
+    if (t.cublaslt_version == version && algo_from_hex(t.algo, &algo)) {
+      Status st = cuda->pin_linear_algorithm(t.m_bucket, t.n, t.k, *out, t.has_bias, algo);
+      if (st.is_ok()) {
+        ++pinned;
+        continue;
+      }
+      if (st.code() != StatusCode::kUnsupported) return st;
+    }
     Result<cuda::LinearAutotuneResult> r = cuda->autotune_linear(t.m_bucket, t.n, t.k, *out, t.has_bias);
     if (!r.is_ok()) return r.status().with_context("re-pinning the tuned GEMM N=" + std::to_string(t.n) + " K=" + std::to_string(t.k));
-    ++pinned;
+    ++retimed;
   }
-  if (pinned > 0) ANVIL_LOG_INFO("re-pinned %d autotuned GEMM shapes", pinned);
-  return pinned;
+  if (pinned + retimed > 0) {
+    ANVIL_LOG_INFO("pinned %d autotuned GEMM algorithms from the engine, re-timed %d (built with cuBLASLt %lld, running %lld)",
+                   pinned, retimed, static_cast<long long>(h.gemm_tuning.empty() ? 0 : h.gemm_tuning[0].cublaslt_version),
+                   static_cast<long long>(version));
+  }
+  if (retimed_out) *retimed_out = retimed;
+  return pinned + retimed;
 #else
   (void)h;
   (void)backend;

@@ -18,8 +18,10 @@ namespace anvil {
 // added to it. An empty path disables the cache.
 Status autotune_gemms(Backend* device, const std::string& tuning_cache_path, EngineHeader* header);
 
-// Re-pins the recorded shapes where tuning won (best_us < 0.97 * heuristic_us) on `backend`.
-// A no-op on the CPU backend and for untuned engines. Returns the number of shapes re-pinned.
-Result<int> apply_gemm_tuning(const EngineHeader& header, Backend* backend);
+// Pins the recorded algorithm of each shape where tuning won (best_us < 0.97 * heuristic_us) on
+// `backend`, without timing when the engine's cuBLASLt version matches and cuBLASLt accepts it;
+// otherwise that shape is re-timed. A no-op on the CPU backend and for untuned engines. Returns
+// the number of shapes pinned; *retimed (optional) gets how many of them had to be re-timed.
+Result<int> apply_gemm_tuning(const EngineHeader& header, Backend* backend, int* retimed = nullptr);
 
 }  // namespace anvil

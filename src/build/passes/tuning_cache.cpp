@@ -44,6 +44,8 @@ TuningCache TuningCache::load(const std::string& path) {
         t.candidates = v.at("candidates").get<int>();
         t.best_us = v.at("best_us").get<double>();
         t.heuristic_us = v.at("heuristic_us").get<double>();
+        t.algo = v.value("algo", std::string());
+        t.cublaslt_version = v.value("cublaslt_version", int64_t{0});
       } catch (const nlohmann::json::exception&) {
         continue;  // a stale or foreign entry: ignore it, it will be re-timed
       }
@@ -74,7 +76,8 @@ Status TuningCache::save() const {
   for (const auto& [dev, m] : entries_) {
     for (const auto& [key, t] : m) {
       j[dev][key] = {{"m_bucket", t.m_bucket}, {"n", t.n}, {"k", t.k}, {"out_dtype", t.out_dtype}, {"has_bias", t.has_bias},
-                     {"candidates", t.candidates}, {"best_us", t.best_us}, {"heuristic_us", t.heuristic_us}};
+                     {"candidates", t.candidates}, {"best_us", t.best_us}, {"heuristic_us", t.heuristic_us},
+                     {"algo", t.algo}, {"cublaslt_version", t.cublaslt_version}};
     }
   }
   std::error_code ec;

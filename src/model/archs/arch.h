@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "dist/sharding.h"
 #include "graph/graph.h"
 #include "model/model_spec.h"
 
@@ -19,6 +20,10 @@ struct WeightSource {
   std::vector<std::string> hf_names;  // concatenated along dim 0, in order
   bool computed = false;              // not in the checkpoint (e.g. rope.inv_freq), made by the loader
   bool keep_f32 = false;              // stays f32 on every backend
+  // Tensor parallelism: how the loader cuts this weight for a rank (shape above stays the full
+  // checkpoint shape; the graph holds the rank's shard shape).
+  dist::TpSplit split = dist::TpSplit::kReplicated;
+  int32_t split_parts = 1;            // kColumn: stacked parts split separately (gate | up: 2)
 };
 
 struct ModelDefinition {
@@ -27,9 +32,18 @@ struct ModelDefinition {
   std::vector<WeightSource> weights;
   // HF tensor names that may appear in a checkpoint and are deliberately unused.
   std::vector<std::string> ignored_hf_suffixes;
+  // The rank this definition is for: its graph and weights are that rank's part (layers of its
+  // pipeline stage; sharded heads, MLP columns and vocab with all_reduce / all_gather ops). spec
+  // stays the whole model's.
+  dist::ParallelConfig parallel;
 };
 
 // Builds the definition for any supported family (dispatches on spec.family).
 Result<ModelDefinition> define_model(const ModelSpec& spec);
+// The definition of one rank of a tensor x pipeline parallel job; errors name the model size
+// that the parallel sizes do not divide.
+Result<ModelDefinition> define_model(const ModelSpec& spec, const dist::ParallelConfig& parallel);
+// The sizes sharding depends on.
+dist::ModelDims model_dims(const ModelSpec& spec);
 
 }  // namespace anvil

@@ -1,5 +1,5 @@
-// Host launchers for paged attention: argument checks, dtype / head_dim / group dispatch, the
-// decode split choice and the routing of rows between the decode and prefill kernels.
+// Host launchers for paged attention: argument checks, dtype / KV cache dtype / head_dim / group
+// dispatch, the decode split choice and the routing of rows between the decode and prefill kernels.
 // Routing (kAuto): sequences with q_len == 1 go to the split-KV decode kernel, the others to the
 // prefill kernel; in a mixed batch both launch and each skips the other's sequences. A prefill
 // step whose caller rules out decode rows (max_decode_seqs == 0) launches the prefill kernel only.
@@ -19,6 +19,7 @@ namespace anvil::cuda {
 namespace {
 
 using attn::AttentionParams;
+using attn::KvQuant;
 
 int multiprocessor_count() {
   int dev = 0, sms = 0;
@@ -90,12 +91,16 @@ Status launch_decode_v1(const AttentionLaunch& p, AttentionParams prm, cudaStrea
   return Status::ok();
 }
 
-template <typename T, int D, int kMaxG>
+template <typename T, int D, int kMaxG, KvQuant Q>
 Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
-  if (p.decode_version == 1) return launch_decode_v1<T, D, kMaxG>(p, prm, stream);
-  using Shape = attn::DecodeShape<D, kMaxG>;
+  if constexpr (Q == KvQuant::kNone) {
+    if (p.decode_version == 1) return launch_decode_v1<T, D, kMaxG>(p, prm, stream);
+  } else {
+    if (p.decode_version == 1) return unsupported("attention: the frozen v1 decode kernel reads no quantized KV cache");
+  }
+  using Shape = attn::DecodeShape<D, kMaxG, attn::KvBytes<Q>::kValue>;
   constexpr size_t smem = Shape::template smem_bytes<T>();
-  auto kernel = attn::attention_decode_kernel<T, D, kMaxG>;
+  auto kernel = attn::attention_decode_kernel<T, D, kMaxG, Q>;
   ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_decode_kernel)"));
   // Resident CTAs per SM: a property of the kernel and the architecture, asked once (all GPUs of
   // a process are assumed to be of one architecture).
@@ -128,21 +133,21 @@ Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream
   return Status::ok();
 }
 
-template <typename T, int D>
+template <typename T, int D, KvQuant Q>
 Status launch_decode(const AttentionLaunch& p, const AttentionParams& prm, cudaStream_t stream) {
-  if (prm.group <= 1) return launch_decode_g<T, D, 1>(p, prm, stream);
-  if (prm.group <= 2) return launch_decode_g<T, D, 2>(p, prm, stream);
-  if (prm.group <= 4) return launch_decode_g<T, D, 4>(p, prm, stream);
-  if (prm.group <= 8) return launch_decode_g<T, D, 8>(p, prm, stream);
-  if (prm.group <= 16) return launch_decode_g<T, D, 16>(p, prm, stream);
-  return launch_decode_g<T, D, kMaxDecodeGroup>(p, prm, stream);
+  if (prm.group <= 1) return launch_decode_g<T, D, 1, Q>(p, prm, stream);
+  if (prm.group <= 2) return launch_decode_g<T, D, 2, Q>(p, prm, stream);
+  if (prm.group <= 4) return launch_decode_g<T, D, 4, Q>(p, prm, stream);
+  if (prm.group <= 8) return launch_decode_g<T, D, 8, Q>(p, prm, stream);
+  if (prm.group <= 16) return launch_decode_g<T, D, 16, Q>(p, prm, stream);
+  return launch_decode_g<T, D, kMaxDecodeGroup, Q>(p, prm, stream);
 }
 
-template <typename T, int D, int kMTiles>
+template <typename T, int D, int kMTiles, KvQuant Q>
 Status launch_prefill_mt(const AttentionParams& prm, int64_t tiles, cudaStream_t stream) {
   using Shape = attn::PrefillShape<D, kPrefillWarps, kMTiles>;
-  constexpr size_t smem = Shape::template smem_bytes<T>();
-  auto kernel = attn::attention_prefill_kernel<T, D, kPrefillWarps, kMTiles>;
+  constexpr size_t smem = Shape::template smem_bytes<T, Q>();
+  auto kernel = attn::attention_prefill_kernel<T, D, kPrefillWarps, kMTiles, Q>;
   ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_prefill_kernel)"));
   const dim3 grid(static_cast<unsigned>(tiles), prm.num_seqs, prm.num_kv_heads);
   kernel<<<grid, Shape::kThreads, smem, stream>>>(prm);
@@ -152,7 +157,7 @@ Status launch_prefill_mt(const AttentionParams& prm, int64_t tiles, cudaStream_t
 // Query rows per warp: 32 (twice the MMAs per shared-memory read; 292 vs 241 TFLOP/s on an 8k
 // prefill) unless its grid would leave SMs idle, as short chunks do: then 16, which doubles the
 // CTAs. kPrefillCtasPerSm is the residency of the 32-row kernel (255 registers, 96 KB).
-template <typename T, int D>
+template <typename T, int D, KvQuant Q>
 Status launch_prefill(const AttentionParams& prm, int max_query_len, int warp_rows, cudaStream_t stream) {
   constexpr int64_t kRows16 = attn::PrefillShape<D, kPrefillWarps, 1>::kRows;
   constexpr int64_t kRows32 = attn::PrefillShape<D, kPrefillWarps, 2>::kRows;
@@ -162,8 +167,8 @@ Status launch_prefill(const AttentionParams& prm, int max_query_len, int warp_ro
     const int64_t ctas32 = tiles32 * prm.num_seqs * prm.num_kv_heads;
     warp_rows = ctas32 >= static_cast<int64_t>(kPrefillCtasPerSm) * multiprocessor_count() ? 32 : 16;
   }
-  if (warp_rows == 16) return launch_prefill_mt<T, D, 1>(prm, (rows + kRows16 - 1) / kRows16, stream);
-  return launch_prefill_mt<T, D, 2>(prm, tiles32, stream);
+  if (warp_rows == 16) return launch_prefill_mt<T, D, 1, Q>(prm, (rows + kRows16 - 1) / kRows16, stream);
+  return launch_prefill_mt<T, D, 2, Q>(prm, tiles32, stream);
 }
 
 template <typename T>
@@ -220,17 +225,21 @@ void choose_splits(const AttentionLaunch& p, int slots, size_t capacity, int gra
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, KvQuant Q>
 Status dispatch(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
   const BatchView& b = p.batch;
   const bool decode_ok = prm.group <= kMaxDecodeGroup;
   switch (p.path) {
     case AttentionPath::kReference:
-      return launch_reference<T>(prm, b.num_tokens, D, stream);
+      if constexpr (Q != KvQuant::kNone) {
+        return unsupported("attention: the reference kernel reads no quantized KV cache");
+      } else {
+        return launch_reference<T>(prm, b.num_tokens, D, stream);
+      }
     case AttentionPath::kPrefill:
       prm.min_query_len = 1;
       prm.max_query_len = b.max_query_len;
-      return launch_prefill<T, D>(prm, b.max_query_len, p.prefill_warp_rows, stream);
+      return launch_prefill<T, D, Q>(prm, b.max_query_len, p.prefill_warp_rows, stream);
     case AttentionPath::kDecode:
       if (b.max_query_len != 1) {
         return invalid_argument("attention: AttentionPath::kDecode needs batch.max_query_len == 1, got " +
@@ -240,7 +249,7 @@ Status dispatch(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stre
         return unsupported("attention: decode kernel serves at most " + std::to_string(kMaxDecodeGroup) +
                            " query heads per KV head, got " + std::to_string(prm.group));
       }
-      return launch_decode<T, D>(p, prm, stream);
+      return launch_decode<T, D, Q>(p, prm, stream);
     case AttentionPath::kAuto:
       break;
   }
@@ -248,7 +257,7 @@ Status dispatch(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stre
   // prefill kernel then takes every row, so a wrong hint costs speed, not correctness.
   const bool no_decode_rows = p.max_decode_seqs == 0 && b.max_query_len > 1;
   if (decode_ok && !no_decode_rows) {
-    const Status decoded = launch_decode<T, D>(p, prm, stream);
+    const Status decoded = launch_decode<T, D, Q>(p, prm, stream);
     if (!decoded.is_ok()) return decoded;
     if (b.max_query_len <= 1) return Status::ok();
     prm.min_query_len = 2;
@@ -256,13 +265,21 @@ Status dispatch(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stre
     prm.min_query_len = 1;
   }
   prm.max_query_len = b.max_query_len;
-  return launch_prefill<T, D>(prm, b.max_query_len, p.prefill_warp_rows, stream);
+  return launch_prefill<T, D, Q>(prm, b.max_query_len, p.prefill_warp_rows, stream);
+}
+
+template <typename T, KvQuant Q>
+Status dispatch_dim(const AttentionLaunch& p, const AttentionParams& prm, cudaStream_t stream) {
+  if (p.head_dim == 64) return dispatch<T, 64, Q>(p, prm, stream);
+  return dispatch<T, 128, Q>(p, prm, stream);
 }
 
 template <typename T>
-Status dispatch_dim(const AttentionLaunch& p, const AttentionParams& prm, cudaStream_t stream) {
-  if (p.head_dim == 64) return dispatch<T, 64>(p, prm, stream);
-  return dispatch<T, 128>(p, prm, stream);
+Status dispatch_kv(const AttentionLaunch& p, const AttentionParams& prm, cudaStream_t stream) {
+  const DType kv = p.kv_dtype.value_or(p.dtype);
+  if (kv == DType::kF8E4M3) return dispatch_dim<T, KvQuant::kFp8E4M3>(p, prm, stream);
+  if (kv == DType::kI8) return dispatch_dim<T, KvQuant::kInt8>(p, prm, stream);
+  return dispatch_dim<T, KvQuant::kNone>(p, prm, stream);
 }
 
 bool is_pow2(int v) { return v > 0 && (v & (v - 1)) == 0; }
@@ -321,6 +338,15 @@ Status launch_attention(const AttentionLaunch& p, cudaStream_t stream) {
   if (p.workspace_bytes > 0 && p.workspace == nullptr) {
     return invalid_argument("attention: workspace_bytes > 0 with a null workspace");
   }
+  const DType kv_dtype = p.kv_dtype.value_or(p.dtype);
+  const bool kv_quantized = kv_dtype == DType::kF8E4M3 || kv_dtype == DType::kI8;
+  if (!kv_quantized && kv_dtype != p.dtype) {
+    return unsupported("attention: kv cache dtype " + std::string(dtype_name(kv_dtype)) + " with " +
+                       std::string(dtype_name(p.dtype)) + " q (the cache holds the q dtype, f8e4m3 or i8)");
+  }
+  if (kv_quantized && (!p.k_scale || !p.v_scale)) {
+    return invalid_argument("attention: a " + std::string(dtype_name(kv_dtype)) + " kv cache needs k_scale and v_scale");
+  }
 
   AttentionParams prm{};
   prm.q = p.q;
@@ -342,12 +368,14 @@ Status launch_attention(const AttentionLaunch& p, cudaStream_t stream) {
   prm.max_query_len = 1;
   prm.num_splits = 1;
   prm.partition_size = std::max(1, b.max_context_len);
+  prm.k_scale = kv_quantized ? p.k_scale : nullptr;
+  prm.v_scale = kv_quantized ? p.v_scale : nullptr;
 
   switch (p.dtype) {
     case DType::kBF16:
-      return dispatch_dim<__nv_bfloat16>(p, prm, stream);
+      return dispatch_kv<__nv_bfloat16>(p, prm, stream);
     case DType::kF16:
-      return dispatch_dim<__half>(p, prm, stream);
+      return dispatch_kv<__half>(p, prm, stream);
     case DType::kF32:
     case DType::kF8E4M3:
     case DType::kF8E5M2:

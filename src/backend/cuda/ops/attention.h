@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <optional>
 
 #include "backend/backend.h"
 #include "core/dtype.h"
@@ -26,8 +27,9 @@ enum class AttentionPath {
 //
 //   q        [num_tokens, num_heads, head_dim]                          dtype
 //   out      [num_tokens, num_heads, head_dim]                          dtype (may not alias q)
-//   k_cache  [num_blocks, num_kv_heads, block_size, head_dim]           dtype
-//   v_cache  [num_blocks, num_kv_heads, block_size, head_dim]           dtype
+//   k_cache  [num_blocks, num_kv_heads, block_size, head_dim]           kv_dtype (default dtype)
+//   v_cache  [num_blocks, num_kv_heads, block_size, head_dim]           kv_dtype
+//   k_scale, v_scale [num_kv_heads] f32                                 quantized caches only
 //
 // batch carries the device arrays (seq_starts, context_lens, block_tables) and the host hints
 // (num_tokens, num_seqs, max_query_len, max_context_len, max_blocks_per_seq), which must be upper
@@ -38,6 +40,12 @@ struct AttentionLaunch {
   const void* k_cache = nullptr;
   const void* v_cache = nullptr;
   DType dtype = DType::kBF16;  // kBF16 or kF16
+  // Cache element type; unset: dtype. kF8E4M3 / kI8: codes that read as code * k_scale[h] (K)
+  // and code * v_scale[h] (V) (backend.h, KvCacheLayer). The decode and prefill kernels read
+  // them; the reference kernel and the frozen v1 decode kernel do not (kUnsupported).
+  std::optional<DType> kv_dtype;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
   int num_heads = 0;           // Hq, a multiple of num_kv_heads
   int num_kv_heads = 0;        // Hkv
   int head_dim = 0;            // 64 or 128

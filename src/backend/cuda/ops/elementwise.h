@@ -45,6 +45,10 @@ struct RopeKvLaunch {
   void* v_cache = nullptr;
   int num_tokens = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0, block_size = 0;
   DType dtype = DType::kBF16;
+  // Cache element type: dtype, or kF8E4M3 / kI8 with per-KV-head scales ([num_kv_heads] f32).
+  DType kv_dtype = DType::kBF16;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
 };
 Status launch_rope_kv_write(const RopeKvLaunch& p, cudaStream_t stream);
 

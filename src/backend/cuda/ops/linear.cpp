@@ -2,39 +2,22 @@
 #include "backend/cuda/ops/linear.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/ops/elementwise.h"
+#include "backend/cuda/ops/gemm_util.h"
 #include "backend/cuda/ops/skinny_gemm.h"
 
 namespace anvil::cuda {
 namespace {
 
 Result<cudaDataType_t> cuda_type(DType t, const char* what) {
-  switch (t) {
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kF8E4M3:
-    case DType::kF8E5M2:
-    case DType::kI8:
-    case DType::kI4:
-    case DType::kI32:
-    case DType::kI64:
-    case DType::kU8: break;
-  }
+  if (std::optional<cudaDataType_t> d = float_data_type(t)) return *d;
   return unsupported(std::string("linear: ") + what + " dtype " + std::string(dtype_name(t)) +
                      " (bf16/f16 inputs with bf16/f16/f32 output are supported)");
-}
-
-// Largest power of two (<= 256) dividing the address.
-int alignment_of(const void* p) {
-  const uintptr_t v = reinterpret_cast<uintptr_t>(p);
-  int a = 256;
-  while (a > 1 && v % a != 0) a >>= 1;
-  return a;
 }
 
 int64_t m_bucket(int64_t m) {
@@ -192,11 +175,52 @@ Status LinearRunner::run(const LinearShape& s, const void* x, const void* w, con
     ANVIL_RETURN_IF_ERROR(run(plain, x, w, nullptr, out));
     return launch_bias_add_f32(static_cast<float*>(out), bias, s.m, s.n, s.bias_dtype, stream_);
   }
-  int align = std::min({alignment_of(x), alignment_of(w), alignment_of(out)});
-  if (s.has_bias) align = std::min(align, alignment_of(bias));
+  int align = std::min({pointer_alignment(x), pointer_alignment(w), pointer_alignment(out)});
+  if (s.has_bias) align = std::min(align, pointer_alignment(bias));
   ANVIL_ASSIGN_OR_RETURN(Plan * plan, plan_for(s, align));
   return launch(*plan, plan->algo, x, w, s.has_bias ? bias : nullptr, out);
 }
+
+void LinearRunner::set_pinned(const LinearShape& s, const cublasLtMatmulAlgo_t& algo) {
+  const PinKey pin{m_bucket(s.m), s.n, s.k, static_cast<int>(s.in_dtype), static_cast<int>(s.out_dtype),
+                   s.has_bias ? static_cast<int>(s.bias_dtype) : -1};
+  pinned_[pin] = algo;
+  // Plans already built for this bucket take the pinned algorithm on their next build.
+  for (auto it = plans_.begin(); it != plans_.end();) {
+    const auto& k = it->first;
+    if (m_bucket(std::get<0>(k)) == std::get<0>(pin) && std::get<1>(k) == s.n && std::get<2>(k) == s.k &&
+        std::get<3>(k) == std::get<3>(pin) && std::get<4>(k) == std::get<4>(pin) && std::get<5>(k) == std::get<5>(pin)) {
+      destroy(it->second);
+      it = plans_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+Status LinearRunner::pin(const LinearShape& shape, const LinearAlgoBytes& bytes) {
+  LinearShape s = shape;
+  if (s.has_bias && s.out_dtype == DType::kF32 && s.bias_dtype != DType::kF32) s.has_bias = false;  // see run()
+  if (s.m <= 0 || s.n <= 0 || s.k <= 0) return invalid_argument("linear pin: empty shape");
+  cublasLtMatmulAlgo_t algo;
+  std::memcpy(&algo, bytes.data(), sizeof(algo));
+  Plan plan;
+  Status st = make_descriptors(s, plan);
+  if (st.is_ok()) {
+    cublasLtMatmulHeuristicResult_t check{};
+    const cublasStatus_t cs = cublasLtMatmulAlgoCheck(handle_, plan.op, plan.a, plan.b, plan.d, plan.d, &algo, &check);
+    if (cs != CUBLAS_STATUS_SUCCESS || check.workspaceSize > kWorkspaceBytes) {
+      st = unsupported("cuBLASLt rejects the saved algorithm for M=" + std::to_string(s.m) + " N=" + std::to_string(s.n) +
+                       " K=" + std::to_string(s.k) + " (" + cublasLtGetStatusString(cs) + ")");
+    }
+  }
+  destroy(plan);
+  if (!st.is_ok()) return st;
+  set_pinned(s, algo);
+  return Status::ok();
+}
+
+int64_t cublaslt_version() { return static_cast<int64_t>(cublasLtGetVersion()); }
 
 Result<LinearAutotuneResult> LinearRunner::autotune(const LinearShape& shape, int max_candidates, int iterations) {
   LinearShape s = shape;
@@ -260,20 +284,9 @@ Result<LinearAutotuneResult> LinearRunner::autotune(const LinearShape& shape, in
     }
     if (best_i < 0) return internal_error("linear autotune: no candidate algorithm ran");
     res.best_us = best;
-    const PinKey pin{m_bucket(s.m), s.n, s.k, static_cast<int>(s.in_dtype), static_cast<int>(s.out_dtype),
-                     s.has_bias ? static_cast<int>(s.bias_dtype) : -1};
-    pinned_[pin] = cands[best_i].algo;
-    // Plans already built for this bucket take the pinned algorithm on their next build.
-    for (auto it = plans_.begin(); it != plans_.end();) {
-      const auto& k = it->first;
-      if (m_bucket(std::get<0>(k)) == std::get<0>(pin) && std::get<1>(k) == s.n && std::get<2>(k) == s.k &&
-          std::get<3>(k) == std::get<3>(pin) && std::get<4>(k) == std::get<4>(pin) && std::get<5>(k) == std::get<5>(pin)) {
-        destroy(it->second);
-        it = plans_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    set_pinned(s, cands[best_i].algo);
+    static_assert(sizeof(cublasLtMatmulAlgo_t) == sizeof(LinearAlgoBytes), "cublasLtMatmulAlgo_t is 8 u64");
+    std::memcpy(res.algo.data(), &cands[best_i].algo, sizeof(LinearAlgoBytes));
     return Status::ok();
   };
   Status st = body();

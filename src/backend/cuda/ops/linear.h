@@ -16,6 +16,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -34,11 +35,19 @@ struct LinearShape {
   bool has_bias = false;
 };
 
+// A cuBLASLt algorithm as plain bytes (cublasLtMatmulAlgo_t is 8 opaque u64), so an engine can
+// carry the autotuned choice; valid for the cuBLASLt version that produced it.
+using LinearAlgoBytes = std::array<uint64_t, 8>;
+
 struct LinearAutotuneResult {
   int candidates_timed = 0;
   float best_us = 0.0f;       // median time of the pinned algorithm
   float heuristic_us = 0.0f;  // median time of the heuristic's first choice
+  LinearAlgoBytes algo{};     // the pinned algorithm
 };
+
+// cublasLtGetVersion() of the library anvil runs with.
+int64_t cublaslt_version();
 
 class LinearRunner {
  public:
@@ -63,6 +72,11 @@ class LinearRunner {
   // synchronizes: call it at build / load time, never while capturing.
   Result<LinearAutotuneResult> autotune(const LinearShape& shape, int max_candidates, int iterations);
 
+  // Pins a saved algorithm (from autotune() on the same GPU and cuBLASLt version) for M's
+  // bucket without timing. kUnsupported when cuBLASLt rejects it for this shape (another
+  // library version or GPU): the caller re-times instead. Never while capturing.
+  Status pin(const LinearShape& shape, const LinearAlgoBytes& algo);
+
  private:
   struct Plan {
     cublasLtMatmulDesc_t op = nullptr;
@@ -83,6 +97,8 @@ class LinearRunner {
   Status launch(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x, const void* w, const void* bias,
                 void* out);
   static void destroy(Plan& p);
+  // Records `algo` for the shape's bucket and drops built plans of that bucket.
+  void set_pinned(const LinearShape& s, const cublasLtMatmulAlgo_t& algo);
 
   cudaStream_t stream_;
   cublasLtHandle_t handle_;

@@ -1,5 +1,6 @@
-// Launcher for kernels/rope/rope_kv_write.cuh: validates the head geometry and picks the number
-// of warps per token (one per head, at most 16; warps loop over the remaining heads).
+// Launcher for kernels/rope/rope_kv_write.cuh: validates the head geometry and the cache dtype
+// (the activation dtype, or fp8 / int8 with scales) and picks the number of warps per token (one
+// per head, at most 16; warps loop over the remaining heads).
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
@@ -7,6 +8,33 @@
 #include "backend/cuda/ops/elementwise.h"
 
 namespace anvil::cuda {
+namespace {
+
+template <class E, bool kPairs>
+void launch_store(const kern::RopeKvParams& p, kern::KvStore store, int threads, cudaStream_t stream) {
+  switch (store) {
+    case kern::KvStore::kSame:
+      kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kSame><<<p.num_tokens, threads, 0, stream>>>(p);
+      return;
+    case kern::KvStore::kFp8E4M3:
+      kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kFp8E4M3><<<p.num_tokens, threads, 0, stream>>>(p);
+      return;
+    case kern::KvStore::kInt8:
+      kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kInt8><<<p.num_tokens, threads, 0, stream>>>(p);
+      return;
+  }
+}
+
+template <class E>
+void launch_kernel(const kern::RopeKvParams& p, kern::KvStore store, bool pairs, int threads, cudaStream_t stream) {
+  if (pairs) {
+    launch_store<E, true>(p, store, threads, stream);
+  } else {
+    launch_store<E, false>(p, store, threads, stream);
+  }
+}
+
+}  // namespace
 
 Status launch_rope_kv_write(const RopeKvLaunch& a, cudaStream_t stream) {
   if (a.num_tokens == 0) return Status::ok();
@@ -24,8 +52,10 @@ Status launch_rope_kv_write(const RopeKvLaunch& a, cudaStream_t stream) {
   p.positions = a.positions;
   p.slot_map = a.slot_map;
   p.q_out = static_cast<uint16_t*>(a.q_out);
-  p.k_cache = static_cast<uint16_t*>(a.k_cache);
-  p.v_cache = static_cast<uint16_t*>(a.v_cache);
+  p.k_cache = a.k_cache;
+  p.v_cache = a.v_cache;
+  p.k_scale = a.k_scale;
+  p.v_scale = a.v_scale;
   p.num_tokens = a.num_tokens;
   p.num_heads = a.num_heads;
   p.num_kv_heads = a.num_kv_heads;
@@ -36,14 +66,23 @@ Status launch_rope_kv_write(const RopeKvLaunch& a, cudaStream_t stream) {
   const uintptr_t bits = reinterpret_cast<uintptr_t>(a.qkv) | reinterpret_cast<uintptr_t>(a.q_out) |
                          reinterpret_cast<uintptr_t>(a.k_cache) | reinterpret_cast<uintptr_t>(a.v_cache);
   const bool pairs = bits % 4 == 0;
-  if (a.dtype == DType::kBF16) {
-    if (pairs) kern::rope_kv_write_kernel<kern::Bf16, true><<<a.num_tokens, threads, 0, stream>>>(p);
-    else kern::rope_kv_write_kernel<kern::Bf16, false><<<a.num_tokens, threads, 0, stream>>>(p);
-  } else if (a.dtype == DType::kF16) {
-    if (pairs) kern::rope_kv_write_kernel<kern::F16, true><<<a.num_tokens, threads, 0, stream>>>(p);
-    else kern::rope_kv_write_kernel<kern::F16, false><<<a.num_tokens, threads, 0, stream>>>(p);
-  } else {
+  if (a.dtype != DType::kBF16 && a.dtype != DType::kF16) {
     return unsupported("rope_kv_write: dtype " + std::string(dtype_name(a.dtype)));
+  }
+  kern::KvStore store = kern::KvStore::kSame;
+  if (a.kv_dtype == DType::kF8E4M3 || a.kv_dtype == DType::kI8) {
+    if (!a.k_scale || !a.v_scale) {
+      return invalid_argument("rope_kv_write: a " + std::string(dtype_name(a.kv_dtype)) + " kv cache needs k_scale and v_scale");
+    }
+    store = a.kv_dtype == DType::kI8 ? kern::KvStore::kInt8 : kern::KvStore::kFp8E4M3;
+  } else if (a.kv_dtype != a.dtype) {
+    return unsupported("rope_kv_write: kv cache dtype " + std::string(dtype_name(a.kv_dtype)) + " with " +
+                       std::string(dtype_name(a.dtype)) + " activations (the cache holds the activation dtype, f8e4m3 or i8)");
+  }
+  if (a.dtype == DType::kBF16) {
+    launch_kernel<kern::Bf16>(p, store, pairs, threads, stream);
+  } else {
+    launch_kernel<kern::F16>(p, store, pairs, threads, stream);
   }
   return check_launch("rope_kv_write_kernel");
 }

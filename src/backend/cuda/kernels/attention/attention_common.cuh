@@ -12,6 +12,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -23,7 +24,8 @@ namespace anvil::cuda::attn {
 //   q            [T, Hq, D]                       element type T of the kernel
 //   out          [T, Hq, D]
 //   k_cache      [num_blocks, Hkv, bs, D]         one head's block is bs * D contiguous elements
-//   v_cache      [num_blocks, Hkv, bs, D]
+//   v_cache      [num_blocks, Hkv, bs, D]         of T, or of 8-bit codes (KvQuant below)
+//   k_scale, v_scale [Hkv] f32                    quantized caches only: value = code * scale
 //   seq_starts   [num_seqs + 1]  query offsets;  context_lens [num_seqs];
 //   block_tables [num_seqs, max_blocks_per_seq]
 // Query i of sequence s (q_len = seq_starts[s+1] - seq_starts[s], c = context_lens[s]) sits at
@@ -57,6 +59,9 @@ struct AttentionParams {
   // (sequence, KV head) to finish merges the splits itself (one launch); null: a separate combine
   // kernel does.
   int* split_counters;
+  // Quantized caches (KvQuant != kNone): per-KV-head dequantization scales; null otherwise.
+  const float* k_scale;
+  const float* v_scale;
 };
 
 template <typename T>
@@ -102,6 +107,105 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return v;
 }
 
+// Element type of the KV cache: the kernel's T, or 8-bit codes that dequantize as code * scale
+// of their KV head. Every kernel serves one KV head per CTA, so the scale is a scalar there: K's
+// folds into the softmax scale and V's into the final normalization, and the codes convert to
+// float (or exactly to T: int8 and e4m3 values are representable in bf16 and fp16) in registers.
+enum class KvQuant { kNone, kFp8E4M3, kInt8 };
+
+template <KvQuant Q>
+struct KvBytes {
+  static constexpr int kValue = 1;
+};
+template <>
+struct KvBytes<KvQuant::kNone> {
+  static constexpr int kValue = 2;
+};
+
+// Four int8 codes (one 32-bit word, little-endian) to floats, exactly: x ^ 0x80 is x + 128 as an
+// unsigned byte, placed in the mantissa of 2^23; subtracting 2^23 + 128 leaves x.
+__device__ __forceinline__ void i8x4_to_float(uint32_t w, float* f) {
+  const uint32_t u = w ^ 0x80808080u;
+  constexpr float kBias = 8388736.0f;  // 2^23 + 128
+  f[0] = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7440)) - kBias;
+  f[1] = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7441)) - kBias;
+  f[2] = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7442)) - kBias;
+  f[3] = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7443)) - kBias;
+}
+
+// Four e4m3 codes to floats (exact), through the fp8x2 -> f16x2 conversion (one instruction on
+// sm_89+, emulated in software before).
+__device__ __forceinline__ void e4m3x4_to_float(uint32_t w, float* f) {
+  const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
+  const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
+  const float2 a = __half22float2(__half2(lo));
+  const float2 b = __half22float2(__half2(hi));
+  f[0] = a.x;
+  f[1] = a.y;
+  f[2] = b.x;
+  f[3] = b.y;
+}
+
+// 4 * N codes held in N 32-bit words to floats.
+template <KvQuant Q, int N>
+__device__ __forceinline__ void codes_to_float(const uint32_t* w, float* f) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    if constexpr (Q == KvQuant::kInt8) {
+      i8x4_to_float(w[i], f + 4 * i);
+    } else {
+      e4m3x4_to_float(w[i], f + 4 * i);
+    }
+  }
+}
+
+// One 16-byte chunk of a cache row as floats: 8 elements of T, or 16 codes (unscaled).
+template <typename T, KvQuant Q>
+struct KvChunk {
+  static constexpr int kElems = 16 / KvBytes<Q>::kValue;
+  static __device__ __forceinline__ void to_float(const uint4& v, float (&f)[kElems]) {
+    if constexpr (Q == KvQuant::kNone) {
+      const auto* h = reinterpret_cast<const typename ElemTraits<T>::Vec2*>(&v);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 x = ElemTraits<T>::to_float2(h[i]);
+        f[2 * i] = x.x;
+        f[2 * i + 1] = x.y;
+      }
+    } else {
+      codes_to_float<Q, 4>(reinterpret_cast<const uint32_t*>(&v), f);
+    }
+  }
+};
+
+// Eight consecutive elements of a cache row (16 bytes of T, or 8 bytes of codes) as floats.
+template <typename T, KvQuant Q>
+__device__ __forceinline__ void kv_load8(const void* smem, float (&f)[8]) {
+  if constexpr (Q == KvQuant::kNone) {
+    KvChunk<T, Q>::to_float(*static_cast<const uint4*>(smem), f);
+  } else {
+    const uint2 v = *static_cast<const uint2*>(smem);
+    const uint32_t w[2] = {v.x, v.y};
+    codes_to_float<Q, 2>(w, f);
+  }
+}
+
+// One 16-byte chunk of 16 codes to two 16-byte chunks of T holding the same (unscaled) values,
+// exactly: |int8| <= 127 and every e4m3 value fit bf16 and fp16.
+template <typename T, KvQuant Q>
+__device__ __forceinline__ void codes16_to_elems(const uint4& v, uint4& lo, uint4& hi) {
+  float f[16];
+  KvChunk<T, Q>::to_float(v, f);
+  float a[8], b[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    a[e] = f[e];
+    b[e] = f[8 + e];
+  }
+  lo = pack8<T>(a);
+  hi = pack8<T>(b);
+}
+
 // Element offset of row `key` of KV head `kv_head` in a paged cache, read through the block table
 // row of one sequence. 64-bit: caches beyond 2^31 elements are common.
 __device__ __forceinline__ int64_t paged_row_offset(const int32_t* block_table_row, int key, int kv_head,
@@ -131,6 +235,19 @@ template <int kChunks>
 __device__ __forceinline__ int swizzle(int row, int chunk) {
   static_assert(kChunks >= 8, "swizzle needs at least 8 chunks per row");
   return row * kChunks + (chunk ^ (row & 7));
+}
+
+// The same for tiles of 8-bit codes, whose rows may be 4 chunks (head_dim 64): two rows then
+// share a 128-byte line and the XOR uses row / 2, so 8 consecutive rows at one logical chunk
+// still land in 8 distinct 16-byte bank groups.
+template <int kChunks>
+__device__ __forceinline__ int kv_swizzle(int row, int chunk) {
+  if constexpr (kChunks >= 8) {
+    return swizzle<kChunks>(row, chunk);
+  } else {
+    static_assert(kChunks == 4, "kv_swizzle handles rows of 4 or >= 8 chunks");
+    return row * 4 + (chunk ^ ((row >> 1) & 3));
+  }
 }
 
 // 2^x through the MUFU unit (ex2.approx, flush-to-zero): ~2 ulp, -inf -> 0.

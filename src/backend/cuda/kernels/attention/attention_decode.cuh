@@ -23,6 +23,11 @@
 // Graph safety: grid = (num_seqs hint, Hkv, num_splits) from host hints; a CTA whose sequence
 // is not a decode row, or whose split starts past the real context, exits at once (before it
 // touches the counter); the number of arrivals a counter waits for comes from the real context.
+//
+// Quantized caches (Q = kFp8E4M3 / kInt8, 1 byte per element): the tiles stream as codes, so a
+// tile is half the bytes; codes become floats after the shared-memory read (scoring: 16 per
+// 16-byte read; PV: 8 per 8-byte read). The CTA's KV head has one K and one V scale: K's is
+// folded into the pre-scaled q, V's into the final 1 / l.
 #pragma once
 
 #include <type_traits>
@@ -34,18 +39,20 @@ namespace anvil::cuda::attn {
 constexpr int kDecodeThreads = 128;
 constexpr int kDecodeTileKeys = 64;
 
-template <int D, int kMaxG>
+template <int D, int kMaxG, int kKvBytes = 2>
 struct DecodeShape {
-  static constexpr int kChunks = D / 8;                      // 16-byte chunks per K/V row
+  static constexpr int kChunks = D * kKvBytes / 16;          // 16-byte chunks per K/V row
   static constexpr int kHalfChunks = kChunks / 2;            // per scoring thread
-  static constexpr int kHeadGroups = kDecodeThreads / kChunks;  // PV: threads across heads
+  static constexpr int kChunkElems = 16 / kKvBytes;          // elements per chunk
+  static constexpr int kUnits = D / 8;                       // PV: 8-column units per row
+  static constexpr int kHeadGroups = kDecodeThreads / kUnits;  // PV: threads across heads
   static constexpr int kHeadsPerThread = kMaxG >= kHeadGroups ? kMaxG / kHeadGroups : 1;
   // When the group is smaller than kHeadGroups, spare PV threads split the keys instead.
   static constexpr int kKeySplit = kMaxG >= kHeadGroups ? 1 : kHeadGroups / kMaxG;
   static constexpr int kTileElems = kDecodeTileKeys * D;
   template <typename T>
   static constexpr size_t smem_bytes() {
-    return 4 * kTileElems * sizeof(T)                  // K, V x 2 buffers
+    return 4 * kTileElems * kKvBytes                   // K, V x 2 buffers
            + kMaxG * D * sizeof(float)                 // q (scaled, fp32)
            + kMaxG * kDecodeTileKeys * sizeof(float)   // scores / probabilities
            + 3 * kMaxG * sizeof(float);                // running max, sum, rescale factor
@@ -54,10 +61,14 @@ struct DecodeShape {
 
 // grid (num_seqs, Hkv, num_splits), block kDecodeThreads, dynamic smem DecodeShape::smem_bytes.
 // Requires p.group <= kMaxG.
-template <typename T, int D, int kMaxG>
+template <typename T, int D, int kMaxG, KvQuant Q = KvQuant::kNone>
 __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(AttentionParams p) {
-  using Shape = DecodeShape<D, kMaxG>;
+  constexpr int kKvBytes = KvBytes<Q>::kValue;
+  using Shape = DecodeShape<D, kMaxG, kKvBytes>;
   constexpr int kChunks = Shape::kChunks;
+  constexpr int kUnits = Shape::kUnits;
+  static_assert(Shape::kHeadGroups * D * sizeof(float) <= 2 * kDecodeTileKeys * D * kKvBytes,
+                "the key-split reduction must fit the K buffers");
   constexpr int TK = kDecodeTileKeys;
   extern __shared__ uint4 smem[];
   uint4* k_s = smem;                          // [2][TK][kChunks] swizzled
@@ -102,8 +113,8 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
   // kernel every split writes a partial, since that kernel reads them all.
   const bool direct = p.num_splits == 1 || (p.split_counters != nullptr && live_splits == 1);
 
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
+  const char* kc = static_cast<const char*>(p.k_cache);
+  const char* vc = static_cast<const char*>(p.v_cache);
 
   // Stages one tile of keys [start, start + TK) of K and V; keys >= k_end are zero-filled.
   // Thread tid always copies chunk tid % kChunks of rows tid / kChunks + j * kRowStep; the first
@@ -119,9 +130,10 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
       if (valid) {
         const int block = first ? first_blocks[j] : table[key >> p.block_size_log2];
         const int row = key & ((1 << p.block_size_log2) - 1);
-        off = ((static_cast<int64_t>(block) * p.num_kv_heads + kv_head) << p.block_size_log2 | row) * D + c * 8;
+        off = ((static_cast<int64_t>(block) * p.num_kv_heads + kv_head) << p.block_size_log2 | row) * (D * kKvBytes) +
+              c * 16;  // bytes
       }
-      const int s = buf * TK * kChunks + swizzle<kChunks>(r, c);
+      const int s = buf * TK * kChunks + kv_swizzle<kChunks>(r, c);
       cp_async_16(&k_s[s], kc + off, valid);
       cp_async_16(&v_s[s], vc + off, valid);
     }
@@ -131,18 +143,20 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
   if (num_tiles > 0) load_tile(k_begin, 0, true);
   cp_async_commit();
 
-  // q of the group's heads, pre-scaled so that scores come out in the log2 domain.
+  // q of the group's heads, pre-scaled so that scores come out in the log2 domain (and times the
+  // K scale of a quantized cache).
+  const float q_mul = Q == KvQuant::kNone ? p.scale_log2 : p.scale_log2 * __ldg(&p.k_scale[kv_head]);
   const T* q = static_cast<const T*>(p.q) + (static_cast<int64_t>(q_start) * p.num_heads + kv_head * G) * D;
-  for (int i = tid; i < kMaxG * kChunks; i += kDecodeThreads) {
+  for (int i = tid; i < kMaxG * kUnits; i += kDecodeThreads) {
     float f[8];
-    if (i < G * kChunks) {
+    if (i < G * kUnits) {
       unpack8<T>(reinterpret_cast<const uint4*>(q)[i], f);
     } else {
 #pragma unroll
       for (int e = 0; e < 8; ++e) f[e] = 0.f;
     }
 #pragma unroll
-    for (int e = 0; e < 8; ++e) q_s[i * 8 + e] = f[e] * p.scale_log2;
+    for (int e = 0; e < 8; ++e) q_s[i * 8 + e] = f[e] * q_mul;
   }
   if (tid < kMaxG) {
     m_s[tid] = -INFINITY;
@@ -154,10 +168,10 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
   // swizzle); a shuffle over lane ^ 16 sums the halves.
   const int s_key = warp * 16 + (lane & 15);
   const int s_half = lane >> 4;
-  // PV layout: thread owns 8 columns (chunk pv_chunk) of heads pv_head0 + i * kHeadGroups, over
+  // PV layout: thread owns 8 columns (unit pv_chunk) of heads pv_head0 + i * kHeadGroups, over
   // the keys k with k % kKeySplit == key_part.
-  const int pv_chunk = tid % kChunks;
-  const int pv_group = tid / kChunks;
+  const int pv_chunk = tid % kUnits;
+  const int pv_group = tid / kUnits;
   const int pv_head0 = Shape::kKeySplit == 1 ? pv_group : pv_group % kMaxG;
   const int key_part = Shape::kKeySplit == 1 ? 0 : pv_group / kMaxG;
   float acc[Shape::kHeadsPerThread][8];
@@ -183,17 +197,21 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
 #pragma unroll
       for (int g = 0; g < kMaxG; ++g) s[g] = 0.f;
       const uint4* k_tile = k_s + buf * TK * kChunks;
+      constexpr int kCE = Shape::kChunkElems;
 #pragma unroll
       for (int cc = 0; cc < Shape::kHalfChunks; ++cc) {
         const int c = s_half * Shape::kHalfChunks + cc;
-        float kf[8];
-        unpack8<T>(k_tile[swizzle<kChunks>(s_key, c)], kf);
+        float kf[kCE];
+        KvChunk<T, Q>::to_float(k_tile[kv_swizzle<kChunks>(s_key, c)], kf);
 #pragma unroll
         for (int g = 0; g < kMaxG; ++g) {
-          const float4 a = *reinterpret_cast<const float4*>(&q_s[g * D + c * 8]);
-          const float4 b = *reinterpret_cast<const float4*>(&q_s[g * D + c * 8 + 4]);
-          s[g] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] + b.y * kf[5] +
-                  b.z * kf[6] + b.w * kf[7];
+#pragma unroll
+          for (int e = 0; e < kCE; e += 8) {
+            const float4 a = *reinterpret_cast<const float4*>(&q_s[g * D + c * kCE + e]);
+            const float4 b = *reinterpret_cast<const float4*>(&q_s[g * D + c * kCE + e + 4]);
+            s[g] += a.x * kf[e] + a.y * kf[e + 1] + a.z * kf[e + 2] + a.w * kf[e + 3] + b.x * kf[e + 4] +
+                    b.y * kf[e + 5] + b.z * kf[e + 6] + b.w * kf[e + 7];
+          }
         }
       }
       const bool valid = k_begin + t * TK + s_key < k_end;
@@ -239,7 +257,11 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
 #pragma unroll 4
       for (int k = key_part; k < TK; k += Shape::kKeySplit) {
         float vf[8];
-        unpack8<T>(v_tile[swizzle<kChunks>(k, pv_chunk)], vf);
+        if constexpr (Q == KvQuant::kNone) {
+          kv_load8<T, Q>(&v_tile[kv_swizzle<kChunks>(k, pv_chunk)], vf);
+        } else {  // 8 codes: one half of a 16-byte chunk
+          kv_load8<T, Q>(reinterpret_cast<const uint2*>(&v_tile[kv_swizzle<kChunks>(k, pv_chunk >> 1)]) + (pv_chunk & 1), vf);
+        }
 #pragma unroll
         for (int i = 0; i < Shape::kHeadsPerThread; ++i) {
           const int g = pv_head0 + i * Shape::kHeadGroups;
@@ -270,13 +292,14 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
     }
   }
   // (No early return of key_part != 0 threads: the merge below synchronizes the whole CTA.)
+  const float v_mul = Q == KvQuant::kNone ? 1.f : __ldg(&p.v_scale[kv_head]);
   if (key_part == 0) {
 #pragma unroll
     for (int i = 0; i < Shape::kHeadsPerThread; ++i) {
       const int g = pv_head0 + i * Shape::kHeadGroups;
       if (g >= G) continue;
       const float l = l_s[g];
-      const float inv_l = l > 0.f ? 1.f / l : 0.f;
+      const float inv_l = l > 0.f ? v_mul / l : 0.f;
       float o[8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) o[e] = acc[i][e] * inv_l;

@@ -16,6 +16,11 @@
 // Graph safety: grid = (ceil(max_query_len * G / BM), num_seqs, Hkv) from host hints; tiles past
 // a sequence's real rows exit at once. Tiles run in reverse order so the longest (last rows,
 // most keys) start first. Hopper wgmma/TMA would go further; this mma.sync path runs on sm_80+.
+//
+// Quantized caches (Q = kFp8E4M3 / kInt8): the 8-bit tiles stream into a double-buffered staging
+// area, and each tile is widened once into a single T tile (codes -> registers -> T, exact) that
+// the MMAs read as above; the next tile's copy overlaps the MMAs. The KV head's K scale folds into
+// the softmax scale and its V scale into 1 / l, so the MMAs see raw codes.
 #pragma once
 
 #include "backend/cuda/kernels/attention/attention_common.cuh"
@@ -77,16 +82,21 @@ struct PrefillShape {
   static constexpr int kChunks = D / 8;
   static constexpr bool kQInRegs = kMTiles == 1;
   static_assert(!kQInRegs || kRows <= kPrefillTileKeys, "Q must fit in one V buffer to alias it");
-  template <typename T>
+  template <typename T, KvQuant Q = KvQuant::kNone>
   static constexpr size_t smem_bytes() {
-    return ((kQInRegs ? 0 : kRows) + 4 * kPrefillTileKeys) * D * sizeof(T);  // [Q] + (K, V) x 2
+    if constexpr (Q == KvQuant::kNone) {
+      return ((kQInRegs ? 0 : kRows) + 4 * kPrefillTileKeys) * D * sizeof(T);  // [Q] + (K, V) x 2
+    } else {
+      // [Q] + (K, V) of T x 1 + (K, V) of codes x 2
+      return ((kQInRegs ? 0 : kRows) + 2 * kPrefillTileKeys) * D * sizeof(T) + 4 * kPrefillTileKeys * D;
+    }
   }
 };
 
 // grid (ceil(max_query_len * G / BM), num_seqs, Hkv), block kWarps * 32, dynamic smem
 // PrefillShape::smem_bytes. Sequences with q_len outside [min_query_len, max_query_len] are skipped.
 // With one m-tile per warp the register budget is capped for 3 resident CTAs per SM.
-template <typename T, int D, int kWarps, int kMTiles>
+template <typename T, int D, int kWarps, int kMTiles, KvQuant Q = KvQuant::kNone>
 __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_prefill_kernel(AttentionParams p) {
   using Shape = PrefillShape<D, kWarps, kMTiles>;
   constexpr int BM = Shape::kRows;
@@ -94,10 +104,17 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
   constexpr int kChunks = Shape::kChunks;
   constexpr int kThreads = Shape::kThreads;
   constexpr int MT = kMTiles;
+  constexpr bool kQuant = Q != KvQuant::kNone;
+  constexpr int kBufs = kQuant ? 1 : 2;     // T tiles: the quantized path widens into one buffer
+  constexpr int kCodeChunks = D / 16;       // 16-byte chunks per row of codes
   extern __shared__ uint4 smem[];
-  uint4* k_s = smem;                   // [2][BN][kChunks]
-  uint4* v_s = k_s + 2 * BN * kChunks;  // [2][BN][kChunks]
-  uint4* q_s = Shape::kQInRegs ? v_s + BN * kChunks : v_s + 2 * BN * kChunks;  // [BM][kChunks]
+  uint4* k_s = smem;                       // [kBufs][BN][kChunks]
+  uint4* v_s = k_s + kBufs * BN * kChunks;  // [kBufs][BN][kChunks]
+  // Q staging: its own buffer, or (one m-tile: Q lives in registers) the last V buffer.
+  uint4* q_s = Shape::kQInRegs ? v_s + (kBufs - 1) * BN * kChunks : v_s + kBufs * BN * kChunks;  // [BM][kChunks]
+  // Quantized only: codes [2][BN][kCodeChunks] for K, then for V, after Q.
+  uint4* k8_s = v_s + kBufs * BN * kChunks + (Shape::kQInRegs ? 0 : BM * kChunks);
+  uint4* v8_s = k8_s + 2 * BN * kCodeChunks;
 
   const int seq = blockIdx.y;
   const int kv_head = blockIdx.z;
@@ -120,8 +137,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
   const int num_tiles = key_end > 0 ? (key_end + BN - 1) / BN : 0;
 
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
+  const char* kc = static_cast<const char*>(p.k_cache);
+  const char* vc = static_cast<const char*>(p.v_cache);
 
   // ---- Q tile -> shared (rows past the sequence are zero) ----
   {
@@ -139,18 +156,44 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
     }
   }
 
+  // Stages keys [start, start + BN) into buffer buf: T tiles (swizzled), or code tiles (plain
+  // rows; each is read once, linearly, by the widening pass).
   auto load_tile = [&](int start, int buf) {
-    constexpr int kRowStep = kThreads / kChunks;
-    const int c = tid % kChunks;
+    constexpr int kRowChunks = kQuant ? kCodeChunks : kChunks;
+    constexpr int kRowStep = kThreads / kRowChunks;
+    const int c = tid % kRowChunks;
 #pragma unroll
-    for (int r = tid / kChunks; r < BN; r += kRowStep) {
+    for (int r = tid / kRowChunks; r < BN; r += kRowStep) {
       const int key = start + r;
       const bool valid = key < key_end;
-      const int64_t off =
-          valid ? paged_row_offset(table, key, kv_head, p.num_kv_heads, p.block_size_log2, D) + c * 8 : 0;
-      const int s = buf * BN * kChunks + swizzle<kChunks>(r, c);
-      cp_async_16(&k_s[s], kc + off, valid);
-      cp_async_16(&v_s[s], vc + off, valid);
+      const int64_t off = valid ? paged_row_offset(table, key, kv_head, p.num_kv_heads, p.block_size_log2, D) *
+                                          KvBytes<Q>::kValue +
+                                      c * 16
+                                : 0;  // bytes
+      if constexpr (kQuant) {
+        const int s = (buf * BN + r) * kCodeChunks + c;
+        cp_async_16(&k8_s[s], kc + off, valid);
+        cp_async_16(&v8_s[s], vc + off, valid);
+      } else {
+        const int s = buf * BN * kChunks + swizzle<kChunks>(r, c);
+        cp_async_16(&k_s[s], kc + off, valid);
+        cp_async_16(&v_s[s], vc + off, valid);
+      }
+    }
+  };
+  // Quantized: widens code buffer buf into the T tiles (exact), 16 codes per thread and step.
+  auto widen_tile = [&](int buf) {
+    if constexpr (kQuant) {
+      for (int i = tid; i < BN * kCodeChunks; i += kThreads) {
+        const int r = i / kCodeChunks, c = i % kCodeChunks;
+        uint4 lo, hi;
+        codes16_to_elems<T, Q>(k8_s[buf * BN * kCodeChunks + i], lo, hi);
+        k_s[swizzle<kChunks>(r, 2 * c)] = lo;
+        k_s[swizzle<kChunks>(r, 2 * c + 1)] = hi;
+        codes16_to_elems<T, Q>(v8_s[buf * BN * kCodeChunks + i], lo, hi);
+        v_s[swizzle<kChunks>(r, 2 * c)] = lo;
+        v_s[swizzle<kChunks>(r, 2 * c + 1)] = hi;
+      }
     }
   };
   if (num_tiles > 0) load_tile(0, 0);
@@ -167,7 +210,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
   if constexpr (Shape::kQInRegs) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) load_q(qf[kk], 0, kk);
-    __syncthreads();  // the Q buffer is V buffer 1, refilled by the first prefetch below
+    __syncthreads();  // the Q buffer is the last V buffer, refilled by a prefetch or widening below
   }
 
   // This thread's rows: fragment rows lane/4 (+8) of each of the warp's m-tiles.
@@ -187,7 +230,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
     m_r[mt][0] = m_r[mt][1] = -INFINITY;
     l_r[mt][0] = l_r[mt][1] = 0.f;
   }
-  const float sl2 = p.scale_log2;
+  // Softmax scale (times the K scale) and output factor (the V scale) of a quantized cache.
+  const float sl2 = kQuant ? p.scale_log2 * __ldg(&p.k_scale[kv_head]) : p.scale_log2;
+  const float out_mul = kQuant ? __ldg(&p.v_scale[kv_head]) : 1.f;
 
   for (int j = 0; j < num_tiles; ++j) {
     const int buf = j & 1;
@@ -199,6 +244,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
       cp_async_wait<0>();
     }
     __syncthreads();
+    const int tbuf = kQuant ? 0 : buf;  // the T tiles this iteration reads
+    if constexpr (kQuant) {
+      widen_tile(buf);
+      __syncthreads();
+    }
 
     // ---- S = Q K^T (raw, unscaled) ----
     float s[MT][BN / 8][4];
@@ -206,7 +256,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int i = 0; i < BN / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
-    const uint4* k_tile = k_s + buf * BN * kChunks;
+    const uint4* k_tile = k_s + tbuf * BN * kChunks;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t a[MT][4];
@@ -276,7 +326,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
     }
 
     // ---- O += P V ----
-    const uint4* v_tile = v_s + buf * BN * kChunks;
+    const uint4* v_tile = v_s + tbuf * BN * kChunks;
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
       uint32_t a[MT][4];
@@ -309,7 +359,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_p
       float l = l_r[mt][h];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv_l = l > 0.f ? 1.f / l : 0.f;
+      const float inv_l = l > 0.f ? out_mul / l : 0.f;
       const int row = row0 + warp_row0 + mt * 16 + h * 8 + (lane >> 2);
       if (row >= rows_total) continue;
       const int t = row / G;

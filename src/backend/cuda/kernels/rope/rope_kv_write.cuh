@@ -10,7 +10,15 @@
 //
 //   qkv row:   [ q head 0 | ... | q head Hq-1 | k head 0 | ... | k Hkv-1 | v head 0 | ... ]
 //   cache:     k[block][kv_head][row_in_block][D], slot = block * block_size + row_in_block
+//
+// Quantized caches (KvStore kFp8E4M3 / kInt8, one byte per element): the value stored is the
+// 16-bit value the unquantized path would store (k after norm and rotation, v as read), divided
+// by its KV head's scale (IEEE division) and converted: int8 rounds to nearest even and
+// saturates to [-127, 127], e4m3 with satfinite (backend.h, KvCacheLayer; core/dtype.h). So a
+// quantized cache is exactly quantize(bf16/fp16 cache), which tests check byte for byte.
 #pragma once
+
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -19,6 +27,8 @@
 namespace anvil::cuda::kern {
 
 constexpr int kRopeMaxPairsPerLane = 4;  // head_dim <= 256
+
+enum class KvStore { kSame, kFp8E4M3, kInt8 };  // cache element: the 16-bit dtype, or 8-bit codes
 
 struct RopeKvParams {
   const uint16_t* qkv = nullptr;     // [num_tokens, (Hq + 2 Hkv) * D]
@@ -30,8 +40,10 @@ struct RopeKvParams {
   const int32_t* positions = nullptr;  // [num_tokens]
   const int32_t* slot_map = nullptr;   // [num_tokens]; < 0: no cache write
   uint16_t* q_out = nullptr;         // [num_tokens, Hq, D]
-  uint16_t* k_cache = nullptr;       // [num_blocks, Hkv, block_size, D]
-  uint16_t* v_cache = nullptr;
+  void* k_cache = nullptr;           // [num_blocks, Hkv, block_size, D] of 16-bit or 8-bit elements
+  void* v_cache = nullptr;
+  const float* k_scale = nullptr;    // [Hkv], quantized caches only
+  const float* v_scale = nullptr;
   int num_tokens = 0;
   int num_heads = 0;
   int num_kv_heads = 0;
@@ -63,6 +75,35 @@ __device__ __forceinline__ void store_two(uint16_t* p, int i, uint16_t a, uint16
   }
 }
 
+// The 8-bit code of x under a KV head's scale (see the header comment).
+template <KvStore S>
+__device__ __forceinline__ uint8_t kv_code(float x, float scale) {
+  const float v = __fdiv_rn(x, scale);
+  if constexpr (S == KvStore::kInt8) {
+    return static_cast<uint8_t>(static_cast<int8_t>(__float2int_rn(fminf(fmaxf(v, -127.0f), 127.0f))));
+  } else {
+    return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+  }
+}
+
+// Stores elements i, i + 1 of a head: 16-bit storage as is, or (quantized) the codes of the
+// 16-bit values a, b as two bytes.
+template <class E, KvStore S, bool kPairs>
+__device__ __forceinline__ void store_kv_two(void* dst, int i, uint16_t a, uint16_t b, float scale) {
+  if constexpr (S == KvStore::kSame) {
+    store_two<kPairs>(static_cast<uint16_t*>(dst), i, a, b);
+  } else {
+    uint8_t* d = static_cast<uint8_t*>(dst);
+    const uint8_t qa = kv_code<S>(E::load(a), scale), qb = kv_code<S>(E::load(b), scale);
+    if constexpr (kPairs) {
+      *reinterpret_cast<uint16_t*>(d + i) = static_cast<uint16_t>(qa | (qb << 8));
+    } else {
+      d[i] = qa;
+      d[i + 1] = qb;
+    }
+  }
+}
+
 template <bool kPairs>
 __device__ __forceinline__ void rope_load_head(const uint16_t* src, int lane, int half, uint16_t* ra, uint16_t* rb) {
 #pragma unroll
@@ -77,28 +118,36 @@ __device__ __forceinline__ void rope_load_head(const uint16_t* src, int lane, in
 }
 
 // Norm (q/k with weights), rotation and the store of one head already in registers.
-template <class E, bool kPairs>
+template <class E, bool kPairs, KvStore S>
 __device__ __forceinline__ void rope_finish_head(const RopeKvParams& p, int t, int h, int lane, int64_t cache_base,
                                                  const float* cs, const float* sn, const uint16_t* ra,
                                                  const uint16_t* rb) {
   const int d = p.head_dim, half = d / 2;
   const bool is_q = h < p.num_heads;
   const bool is_v = h >= p.num_heads + p.num_kv_heads;
-  uint16_t* dst;
+  void* dst;  // q_out row (16-bit), or the cache row (16-bit or 8-bit elements)
+  float scale = 1.0f;
   if (is_q) {
     dst = p.q_out + (static_cast<int64_t>(t) * p.num_heads + h) * d;
   } else {
     if (cache_base < 0) return;  // padding token: no cache write
     const int kvh = is_v ? h - p.num_heads - p.num_kv_heads : h - p.num_heads;
-    dst = (is_v ? p.v_cache : p.k_cache) + cache_base + static_cast<int64_t>(kvh) * p.block_size * d;
+    const int64_t off = cache_base + static_cast<int64_t>(kvh) * p.block_size * d;  // elements
+    void* pool = is_v ? p.v_cache : p.k_cache;
+    if constexpr (S == KvStore::kSame) {
+      dst = static_cast<uint16_t*>(pool) + off;
+    } else {
+      dst = static_cast<uint8_t*>(pool) + off;
+      scale = __ldg(is_v ? &p.v_scale[kvh] : &p.k_scale[kvh]);
+    }
   }
   if (is_v) {
 #pragma unroll
     for (int j = 0; j < kRopeMaxPairsPerLane; j += 2) {
       const int i = rope_index(lane, j);
       if (i < half) {
-        store_two<kPairs>(dst, i, ra[j], ra[j + 1]);
-        store_two<kPairs>(dst, i + half, rb[j], rb[j + 1]);
+        store_kv_two<E, S, kPairs>(dst, i, ra[j], ra[j + 1], scale);
+        store_kv_two<E, S, kPairs>(dst, i + half, rb[j], rb[j + 1], scale);
       }
     }
     return;
@@ -129,15 +178,21 @@ __device__ __forceinline__ void rope_finish_head(const RopeKvParams& p, int t, i
   for (int j = 0; j < kRopeMaxPairsPerLane; j += 2) {
     const int i = rope_index(lane, j);
     if (i < half) {
-      store_two<kPairs>(dst, i, E::store(a[j] * cs[j] - b[j] * sn[j]), E::store(a[j + 1] * cs[j + 1] - b[j + 1] * sn[j + 1]));
-      store_two<kPairs>(dst, i + half, E::store(b[j] * cs[j] + a[j] * sn[j]),
-                        E::store(b[j + 1] * cs[j + 1] + a[j + 1] * sn[j + 1]));
+      const uint16_t o0 = E::store(a[j] * cs[j] - b[j] * sn[j]), o1 = E::store(a[j + 1] * cs[j + 1] - b[j + 1] * sn[j + 1]);
+      const uint16_t o2 = E::store(b[j] * cs[j] + a[j] * sn[j]), o3 = E::store(b[j + 1] * cs[j + 1] + a[j + 1] * sn[j + 1]);
+      if (is_q) {
+        store_two<kPairs>(static_cast<uint16_t*>(dst), i, o0, o1);
+        store_two<kPairs>(static_cast<uint16_t*>(dst), i + half, o2, o3);
+      } else {
+        store_kv_two<E, S, kPairs>(dst, i, o0, o1, scale);
+        store_kv_two<E, S, kPairs>(dst, i + half, o2, o3, scale);
+      }
     }
   }
 }
 
 // head_dim % 4 == 0 (so each lane's two elements sit together in one half).
-template <class E, bool kPairs>
+template <class E, bool kPairs, KvStore S = KvStore::kSame>
 __global__ void rope_kv_write_kernel(RopeKvParams p) {
   const int t = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
@@ -169,7 +224,7 @@ __global__ void rope_kv_write_kernel(RopeKvParams p) {
   for (int h = warp; h < total_heads; h += num_warps) {
     uint16_t ra[kRopeMaxPairsPerLane], rb[kRopeMaxPairsPerLane];
     rope_load_head<kPairs>(src_row + static_cast<int64_t>(h) * d, lane, half, ra, rb);
-    rope_finish_head<E, kPairs>(p, t, h, lane, cache_base, cs, sn, ra, rb);
+    rope_finish_head<E, kPairs, S>(p, t, h, lane, cache_base, cs, sn, ra, rb);
   }
 }
 

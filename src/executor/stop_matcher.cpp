@@ -1,10 +1,10 @@
 // StopMatcher (see stop_matcher.h). Invariant: released text never contains the start of a stop
 // string, so a search over `pending_` alone finds every match.
-#include "server/stop_matcher.h"
+#include "executor/stop_matcher.h"
 
 #include <algorithm>
 
-namespace anvil::server {
+namespace anvil {
 
 StopMatcher::StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {
   stops_.erase(std::remove_if(stops_.begin(), stops_.end(), [](const std::string& s) { return s.empty(); }),
@@ -34,7 +34,13 @@ StopMatcher::Step StopMatcher::add(std::string_view piece) {
     return step;
   }
   size_t first = std::string::npos;
-  for (const std::string& s : stops_) first = std::min(first, pending_.find(s));
+  for (const std::string& s : stops_) {
+    const size_t at = pending_.find(s);
+    if (at < first) {
+      first = at;
+      matched_ = s;
+    }
+  }
   if (first != std::string::npos) {
     step.released = pending_.substr(0, first);
     step.stopped = true;
@@ -54,4 +60,4 @@ std::string StopMatcher::flush() {
   return out;
 }
 
-}  // namespace anvil::server
+}  // namespace anvil

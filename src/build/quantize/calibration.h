@@ -1,0 +1,53 @@
+// Calibration: runs the unquantized model over calibration token sequences and gathers what
+// the activation-aware quantizers need (quant_types.h CalibrationStats): per projection input
+// abs max / mean, optionally its Hessian (GPTQ) and a bounded row sample (AWQ), and per layer
+// and KV head the |K| / |V| maxima (quantized KV cache). Token ids come from the caller: the
+// build library never tokenizes (the CLI does, with the model's tokenizer).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "build/quantize/quant_types.h"
+#include "model/archs/arch.h"
+#include "model/checkpoint/checkpoint.h"
+
+namespace anvil {
+
+// Calibration text as token sequences, made by the caller's tokenizer.
+struct CalibrationData {
+  std::vector<std::vector<int32_t>> sequences;
+  std::string source;  // where the text came from, for the build log
+};
+
+// What calibration must collect (quantize_pass.h decides from the build options).
+struct CalibrationNeeds {
+  bool linear_inputs = false;  // abs max / mean of every projection's input
+  bool hessian = false;        // GPTQ: sum_t x_t x_t^T per projection input
+  int64_t sample_rows = 0;     // AWQ: input rows kept per projection (0: none)
+  bool kv = false;             // per-layer, per-KV-head |K| / |V| maxima
+  bool any() const { return linear_inputs || kv; }
+};
+
+// Longest calibration sequence the CLI cuts (tokens).
+inline constexpr int32_t kCalibrationMaxSeqLen = 512;
+
+// Cuts one token stream into at most `samples` sequences of one length L = clamp(size / samples,
+// 16, max_len), spread evenly over the stream (the whole stream when it is shorter than 16).
+std::vector<std::vector<int32_t>> split_calibration_tokens(const std::vector<int32_t>& ids, int32_t samples,
+                                                           int32_t max_len = kCalibrationMaxSeqLen);
+
+// The projection weights calibration keys its statistics by, with the graph tensor that is
+// their input: {"layers.3.attn.qkv.weight", "layers.3.attn_norm"}, ... in graph order.
+std::vector<std::pair<std::string, std::string>> projection_inputs(const Graph& g);
+
+// Runs `def` (weights read from `ckpt`) on `device` (its compute dtype) or, when null, on a CPU
+// backend, one sequence per step. Sequences longer than the model's max_position_embeddings
+// are truncated. Writes per-layer statistics to the log and warns on suspicious ones (a dead
+// input, a channel far above the rest, an all-zero K/V head).
+Result<CalibrationStats> collect_calibration_stats(const ModelDefinition& def, const Checkpoint& ckpt, Backend* device,
+                                                   const CalibrationData& data, const CalibrationNeeds& needs);
+
+}  // namespace anvil
