@@ -44,6 +44,9 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend* backend, Model
     if (!(w.shape == t.shape)) return internal_error("weight '" + t.name + "' shape mismatch with the graph");
     r->weight_of_[id] = w;
   }
+  for (const Node& n : g.nodes()) {
+    if (n.op == OpKind::kQLinear) ANVIL_RETURN_IF_ERROR(r->check_qlinear(n));
+  }
 
   // Activations.
   r->plan_ = plan_memory(g, o.max_num_tokens, o.max_logit_rows, dtype_size(backend->compute_dtype()));
@@ -133,6 +136,49 @@ Result<std::vector<KvLayerScales>> ModelRunner::kv_scales(DType kv_dtype) const 
     out.push_back({ptr[0], ptr[1]});
   }
   return out;
+}
+
+// A qlinear's weights must have the dtypes and shapes its format's kernels read (backend.h
+// QuantFormat): a mismatched engine is an error here, never an out-of-bounds read later.
+Status ModelRunner::check_qlinear(const Node& n) const {
+  const Graph& g = def_.graph;
+  const std::string what = "qlinear '" + n.name + "' (" + quant_format_name(n.attrs.quant) + ")";
+  auto weight = [&](int i) -> Tensor {
+    const int id = n.inputs[i];
+    return id >= 0 && g.tensor(id).kind == TensorKind::kWeight ? weight_of_[id] : Tensor();
+  };
+  const Tensor q = weight(1), bias = weight(2), scales = weight(3), offsets = weight(4);
+  if (!q.defined() || !scales.defined() || q.rank() != 2) return data_loss(what + ": needs a [N, K] qweight and scales");
+  if (n.inputs[2] >= 0 && !bias.defined()) return data_loss(what + ": its bias is not a weight");
+  const int64_t rows = q.dim(0);
+  const bool int4 = n.attrs.quant == QuantFormat::kInt4Group;
+  const int64_t k = int4 ? q.dim(1) * 2 : q.dim(1);
+  DType want = DType::kI8;
+  switch (n.attrs.quant) {
+    case QuantFormat::kInt8WeightOnly:
+    case QuantFormat::kInt8W8A8: want = DType::kI8; break;
+    case QuantFormat::kFp8W8A8: want = DType::kF8E4M3; break;
+    case QuantFormat::kInt4Group: want = DType::kU8; break;
+  }
+  if (q.dtype != want) {
+    return data_loss(what + ": qweight is " + std::string(dtype_name(q.dtype)) + ", the format stores " +
+                     std::string(dtype_name(want)));
+  }
+  if (int4) {
+    const int32_t gs = n.attrs.group_size;
+    if (gs <= 0 || gs % 2 != 0 || k % gs != 0) {
+      return data_loss(what + ": group_size " + std::to_string(gs) + " does not divide K=" + std::to_string(k));
+    }
+    const int64_t groups = rows * (k / gs);
+    if (scales.dtype != DType::kF16 || scales.numel() != groups || !offsets.defined() || offsets.dtype != DType::kF16 ||
+        offsets.numel() != groups) {
+      return data_loss(what + ": scales and offsets must be f16 [" + std::to_string(rows) + ", " + std::to_string(k / gs) + "]");
+    }
+  } else if (scales.dtype != DType::kF32 || scales.numel() != rows || offsets.defined() || n.inputs[4] >= 0) {
+    return data_loss(what + ": scales must be f32 [" + std::to_string(rows) + "] and there are no offsets");
+  }
+  if (bias.defined() && bias.numel() != rows) return data_loss(what + ": bias does not have N=" + std::to_string(rows) + " values");
+  return Status::ok();
 }
 
 Status ModelRunner::upload(const StepInput& s, int32_t pad_to, BatchView* v, int32_t* num_logit_rows) {

@@ -106,6 +106,7 @@ class ModelRunner {
   // dummy decode sequences (callers ensure a decode-only step).
   Status upload(const StepInput& step, int32_t pad_to, BatchView* view, int32_t* num_logit_rows);
   Tensor activation(int id, int64_t num_tokens, int64_t num_logit_rows) const;
+  Status check_qlinear(const Node& n) const;
   // The per-layer KV scales of a quantized cache from the weights, validated (present, f32
   // [num_kv_heads], positive and finite).
   Result<std::vector<KvLayerScales>> kv_scales(DType kv_dtype) const;

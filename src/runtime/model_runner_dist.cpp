@@ -212,6 +212,11 @@ Status ModelRunner::follow() {
     if (!st.is_ok()) return st.with_context(me + " waiting for the next step");
     if (header[0] == kStepStop) return Status::ok();
     if (header[0] != kStepRun) return data_loss(me + ": unknown message from rank 0");
+    if (header[1] < 0 || header[2] < 0 || header[3] < 0 || header[4] < 0 || header[1] > options_.max_num_tokens ||
+        header[2] > options_.max_num_seqs || header[3] > options_.max_logit_rows ||
+        static_cast<int64_t>(header[4]) > static_cast<int64_t>(options_.max_num_seqs) * max_blocks_per_seq_) {
+      return data_loss(me + ": malformed step message from rank 0");
+    }
     payload.resize(payload_size(header));
     st = options_.comm_control->broadcast(payload.data(), payload.size() * sizeof(int32_t), 0);
     if (!st.is_ok()) return st.with_context(me + " receiving step " + std::to_string(header[5]));

@@ -2,7 +2,10 @@
 // token-id prompts reproduce HF transformers' golden continuations, in whole responses and in
 // SSE streams; usage, n > 1 with seeds, stop_token_ids, max_tokens, logprobs, batches of prompts
 // and 16 concurrent clients.
+#include <chrono>
 #include <future>
+#include <map>
+#include <thread>
 
 #include "server_test_util.h"
 
@@ -253,10 +256,18 @@ TEST_P(Completions, ModelsHealthAndMetrics) {
   ASSERT_EQ(server_->post("/v1/completions", two).status, 200);
   ASSERT_EQ(server_->post("/v1/completions", json{{"prompt", "x"}}).status, 400);
 
-  HttpResult metrics = server_->get("/metrics");
-  ASSERT_EQ(metrics.status, 200);
+  // httplib's logger (which counts HTTP responses) runs on the server thread after the response
+  // is written, so the client can ask for /metrics before the last response is counted: poll.
+  HttpResult metrics;
+  std::map<std::string, double> s;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    metrics = server_->get("/metrics");
+    ASSERT_EQ(metrics.status, 200);
+    s = parse_prometheus(metrics.body);
+    if (s["anvil_http_responses_total{code=\"400\"}"] >= 1 && s["anvil_http_responses_total{code=\"200\"}"] >= 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_EQ(metrics.content_type.rfind("text/plain", 0), 0u);
-  auto s = parse_prometheus(metrics.body);
   EXPECT_EQ(s["anvil_requests_finished_total{finish_reason=\"length\"}"], 3);
   EXPECT_EQ(s["anvil_requests_finished_total{finish_reason=\"stop\"}"], 0);
   EXPECT_EQ(s["anvil_prompt_tokens_total"], 3.0 * prompt.size());

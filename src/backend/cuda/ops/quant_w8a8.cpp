@@ -59,6 +59,7 @@ W8A8Linear::~W8A8Linear() {
   for (auto& [key, plan] : plans_) destroy(plan);
   if (workspace_) cudaFree(workspace_);
   if (scratch_) cudaFree(scratch_);
+  for (void* p : retired_) cudaFree(p);
   if (handle_) cublasLtDestroy(handle_);
 }
 
@@ -126,7 +127,8 @@ Status W8A8Linear::grow(size_t scratch_bytes) {
         cudaFree(fresh);
         return cuda_status(err, "w8a8 linear: growing scratch");
       }
-      cudaFree(scratch_);
+      // Kept, not freed: CUDA graphs captured earlier (decode buckets) hold its address.
+      retired_.push_back(scratch_);
     }
     scratch_ = fresh;
     scratch_bytes_ = bytes;

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <vector>
 #include <tuple>
 
 #include "backend/backend.h"
@@ -121,6 +122,9 @@ class W8A8Linear {
   void* workspace_ = nullptr;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  // Outgrown scratch buffers: freed only at destruction, since a captured CUDA graph may still
+  // point into one (a decode bucket captured before a longer prefill grew the scratch).
+  std::vector<void*> retired_;
   std::map<PlanKey, Plan> plans_;
 };
 

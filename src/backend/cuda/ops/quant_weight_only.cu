@@ -90,6 +90,7 @@ WeightOnlyLinear::~WeightOnlyLinear() {
   if (partials_) cudaFree(partials_);
   if (counters_) cudaFree(counters_);
   if (scratch_) cudaFree(scratch_);
+  for (void* p : retired_) cudaFree(p);
 }
 
 Status WeightOnlyLinear::check(const QuantizedWeight& w, const WeightOnlyArgs& a) {
@@ -238,8 +239,8 @@ Status WeightOnlyLinear::reserve_scratch(size_t bytes) {
                             ") during CUDA graph capture; run the largest quantized linear once before begin_capture()");
   }
   if (scratch_) {
-    ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "weight-only linear: growing the scratch");
-    cudaFree(scratch_);
+    // Kept until destruction: a captured CUDA graph may still point into it.
+    retired_.push_back(scratch_);
     scratch_ = nullptr;
     scratch_bytes_ = 0;
   }

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/ops/linear.h"
@@ -113,6 +114,7 @@ class WeightOnlyLinear {
   unsigned* counters_ = nullptr;
   void* scratch_ = nullptr;  // prefill: dense w [N, K]
   size_t scratch_bytes_ = 0;
+  std::vector<void*> retired_;  // outgrown scratch, freed at destruction (captured graphs may use it)
 };
 
 }  // namespace anvil::cuda
