@@ -252,7 +252,8 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
   const bool solo_quant = o.quant == QuantMethod::kInt4Awq || o.quant == QuantMethod::kInt4Gptq;
   auto solo = [&](size_t j) { return solo_quant && jobs[j].source && quant.quantizes(*jobs[j].source); };
   auto held_bytes = [&](size_t j) -> uint64_t {
-    if (jobs[j].source && quant.quantizes(*jobs[j].source)) return static_cast<uint64_t>(jobs[j].source->shape.numel()) * 4;
+    // A quantizing job holds its f32 values and their dequantized copy (the build log's error).
+    if (jobs[j].source && quant.quantizes(*jobs[j].source)) return static_cast<uint64_t>(jobs[j].source->shape.numel()) * 8;
     return h.weights[jobs[j].first].bytes;
   };
   auto produce = [&](size_t i, std::vector<uint8_t>* bytes) -> Status {
