@@ -329,9 +329,7 @@ Status CudaBackend::linear_quantized(const Tensor& x, const QuantizedWeight& w, 
   return internal_error(op + ": unknown format");
 }
 
-Result<cuda::LinearAutotuneResult> CudaBackend::autotune_linear(int64_t m, int64_t n, int64_t k, DType out_dtype,
-                                                                bool has_bias, int candidates, int iterations) {
-  ANVIL_RETURN_IF_ERROR(check_not_capturing("autotune_linear"));
+cuda::LinearShape CudaBackend::weight_gemm_shape(int64_t m, int64_t n, int64_t k, DType out_dtype, bool has_bias) const {
   cuda::LinearShape s;
   s.m = m;
   s.n = n;
@@ -340,21 +338,19 @@ Result<cuda::LinearAutotuneResult> CudaBackend::autotune_linear(int64_t m, int64
   s.out_dtype = out_dtype;
   s.has_bias = has_bias;
   s.bias_dtype = dtype_;
-  return linear_->autotune(s, candidates, iterations);
+  return s;
+}
+
+Result<cuda::LinearAutotuneResult> CudaBackend::autotune_linear(int64_t m, int64_t n, int64_t k, DType out_dtype,
+                                                                bool has_bias, int candidates, int iterations) {
+  ANVIL_RETURN_IF_ERROR(check_not_capturing("autotune_linear"));
+  return linear_->autotune(weight_gemm_shape(m, n, k, out_dtype, has_bias), candidates, iterations);
 }
 
 Status CudaBackend::pin_linear_algorithm(int64_t m, int64_t n, int64_t k, DType out_dtype, bool has_bias,
                                          const cuda::LinearAlgoBytes& algo) {
   ANVIL_RETURN_IF_ERROR(check_not_capturing("pin_linear_algorithm"));
-  cuda::LinearShape s;
-  s.m = m;
-  s.n = n;
-  s.k = k;
-  s.in_dtype = dtype_;
-  s.out_dtype = out_dtype;
-  s.has_bias = has_bias;
-  s.bias_dtype = dtype_;
-  return linear_->pin(s, algo);
+  return linear_->pin(weight_gemm_shape(m, n, k, out_dtype, has_bias), algo);
 }
 
 Status CudaBackend::rope_kv_write(const Tensor& qkv, const Tensor& q_norm, const Tensor& k_norm, float qk_norm_eps,

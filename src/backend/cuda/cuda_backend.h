@@ -84,6 +84,9 @@ class CudaBackend final : public Backend {
   friend Result<std::unique_ptr<Backend>> create_cuda_backend(const BackendOptions& options);
   CudaBackend() = default;
   Status check_not_capturing(const char* what) const;
+  // x [m, k] @ w [n, k]^T in the compute dtype (bias too), output out_dtype: what the autotuner
+  // times and pins.
+  cuda::LinearShape weight_gemm_shape(int64_t m, int64_t n, int64_t k, DType out_dtype, bool has_bias) const;
   // Grows the attention scratch to `bytes` (outside capture only).
   Status reserve_attention_workspace(size_t bytes);
   void release_cached_blocks();

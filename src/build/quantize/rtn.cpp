@@ -76,11 +76,12 @@ uint8_t int4_code(float w, const GroupParams& p) {
 
 }  // namespace
 
-Result<QuantizedLinear> quantize_int8_per_channel(const float* w, int64_t n, int64_t k, QuantFormat format) {
-  ANVIL_RETURN_IF_ERROR(check_shape("int8 quantization", w, n, k));
-  if (format != QuantFormat::kInt8WeightOnly && format != QuantFormat::kInt8W8A8) {
-    return invalid_argument(std::string("int8 per-channel quantization cannot produce ") + quant_format_name(format));
-  }
+namespace {
+
+// The per-output-channel formats: scale[r] = max|w[r, :]| / qmax, code = encode(w / scale).
+template <class Encode>
+Result<QuantizedLinear> quantize_per_channel(const float* w, int64_t n, int64_t k, QuantFormat format, float qmax,
+                                             Encode encode) {
   QuantizedLinear q;
   q.format = format;
   q.n = n;
@@ -89,33 +90,29 @@ Result<QuantizedLinear> quantize_int8_per_channel(const float* w, int64_t n, int
   q.scales.resize(static_cast<size_t>(n));
   ANVIL_RETURN_IF_ERROR(for_each_row(n, [&](int64_t r) -> Status {
     const float* row = w + r * k;
-    ANVIL_ASSIGN_OR_RETURN(const float s, row_scale(row, k, 127.0f, r));
+    ANVIL_ASSIGN_OR_RETURN(const float s, row_scale(row, k, qmax, r));
     q.scales[r] = s;
-    for (int64_t c = 0; c < k; ++c) {
-      const float v = std::clamp(std::nearbyint(row[c] / s), -127.0f, 127.0f);
-      q.data[r * k + c] = static_cast<uint8_t>(static_cast<int8_t>(v));
-    }
+    for (int64_t c = 0; c < k; ++c) q.data[r * k + c] = encode(row[c] / s);
     return Status::ok();
   }));
   return q;
 }
 
+}  // namespace
+
+Result<QuantizedLinear> quantize_int8_per_channel(const float* w, int64_t n, int64_t k, QuantFormat format) {
+  ANVIL_RETURN_IF_ERROR(check_shape("int8 quantization", w, n, k));
+  if (format != QuantFormat::kInt8WeightOnly && format != QuantFormat::kInt8W8A8) {
+    return invalid_argument(std::string("int8 per-channel quantization cannot produce ") + quant_format_name(format));
+  }
+  return quantize_per_channel(w, n, k, format, 127.0f, [](float v) {
+    return static_cast<uint8_t>(static_cast<int8_t>(std::clamp(std::nearbyint(v), -127.0f, 127.0f)));
+  });
+}
+
 Result<QuantizedLinear> quantize_fp8_per_channel(const float* w, int64_t n, int64_t k) {
   ANVIL_RETURN_IF_ERROR(check_shape("fp8 quantization", w, n, k));
-  QuantizedLinear q;
-  q.format = QuantFormat::kFp8W8A8;
-  q.n = n;
-  q.k = k;
-  q.data.resize(static_cast<size_t>(n * k));
-  q.scales.resize(static_cast<size_t>(n));
-  ANVIL_RETURN_IF_ERROR(for_each_row(n, [&](int64_t r) -> Status {
-    const float* row = w + r * k;
-    ANVIL_ASSIGN_OR_RETURN(const float s, row_scale(row, k, 448.0f, r));
-    q.scales[r] = s;
-    for (int64_t c = 0; c < k; ++c) q.data[r * k + c] = f32_to_f8e4m3(row[c] / s);
-    return Status::ok();
-  }));
-  return q;
+  return quantize_per_channel(w, n, k, QuantFormat::kFp8W8A8, 448.0f, [](float v) { return f32_to_f8e4m3(v); });
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/quant/weight_only_dequant.cuh"
 #include "backend/cuda/kernels/quant/weight_only_gemv.cuh"
+#include "backend/cuda/ops/pdl_launch.h"
 #include "backend/cuda/ops/quant_weight_only.h"
 
 namespace anvil::cuda {
@@ -26,16 +27,8 @@ int group_shift(int group_size) { return group_size == 128 ? 2 : group_size == 6
 
 template <class E, class F, int NT, int U, int R>
 cudaError_t launch_gemv(const kern::WoGemvParams& p, dim3 grid, bool pdl, cudaStream_t stream) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(kern::kWoThreads);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kern::weight_only_gemv_kernel<E, F, NT, U, R>, p);
+  PdlLaunchConfig l(grid, dim3(kern::kWoThreads), stream, pdl);
+  return cudaLaunchKernelEx(&l.cfg, kern::weight_only_gemv_kernel<E, F, NT, U, R>, p);
 }
 
 // Compiled instances: M <= 8 (NT = 1): U 2 or 4; M <= 16 (NT = 2): U 2 or 4, or 2 row tiles

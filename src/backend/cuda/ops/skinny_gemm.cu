@@ -4,6 +4,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/gemm/skinny_gemm.cuh"
+#include "backend/cuda/ops/pdl_launch.h"
 #include "backend/cuda/ops/skinny_gemm.h"
 
 namespace anvil::cuda {
@@ -13,16 +14,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 template <class E, int M, int ROWS>
 cudaError_t launch_rows(const kern::SkinnyGemmParams& p, bool pdl, cudaStream_t stream) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>((p.n + ROWS - 1) / ROWS));
-  cfg.blockDim = dim3(kern::kSkinnyThreads);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kern::skinny_gemm_kernel<E, M, ROWS>, p);
+  PdlLaunchConfig l(dim3(static_cast<unsigned>((p.n + ROWS - 1) / ROWS)), dim3(kern::kSkinnyThreads), stream, pdl);
+  return cudaLaunchKernelEx(&l.cfg, kern::skinny_gemm_kernel<E, M, ROWS>, p);
 }
 
 template <class E, int M>
