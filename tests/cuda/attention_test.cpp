@@ -1,8 +1,9 @@
 // CUDA attention (split-KV decode, tiled prefill, naive reference) against a float64 CPU reference
 // and CpuBackend::attention: random q/k/v, shuffled block tables, odd lengths, GQA/MQA, head_dim
-// 64/128, bf16/fp16, mixed batches, a 32k decode, CUDA-graph replay; the decode kernel's split
-// merge both in its last CTA (zeroed workspace, counters left zero) and in the separate combine
-// kernel, and the frozen v1 decode kernel. Skips without a GPU.
+// 64/128, bf16/fp16, mixed batches, a 32k decode, CUDA-graph replay; the decode kernels' split
+// merge both in the last CTA (zeroed workspace, counters left zero) and in the separate combine
+// kernel; the automatic decode kernel (v3 up to 16 heads per KV head), v2, the tensor-core v3 and
+// the frozen v1 each driven explicitly. Skips without a GPU.
 // Tolerance: relative L2 error of the whole output < 1e-2 (bf16) or 2e-3 (fp16), and of every
 // (token, head) row < 4x that. The benchmark (AttentionBench) runs only with ANVIL_ATTN_BENCH=1.
 #include <cuda_runtime_api.h>
@@ -258,7 +259,7 @@ struct RunOptions {
   int decode_splits = 0;      // 0 = automatic
   int prefill_warp_rows = 0;  // 0 = automatic
   bool fused_merge = true;    // zeroed workspace: splits merged by the decode kernel's last CTA
-  int decode_version = 0;     // 1: the frozen v1 decode kernel
+  int decode_version = 0;     // 1, 2, 3: that decode kernel (0: automatic)
   int max_decode_seqs = -1;
 };
 
@@ -325,6 +326,12 @@ void check_all_paths(const Config& c, uint32_t seed) {
   expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 7, .fused_merge = false}), want, c,
                "auto, 7 splits, combine kernel " + what);
   expect_close(run_path(p, AttentionPath::kAuto, {.decode_version = 1}), want, c, "auto, v1 decode " + what);
+  expect_close(run_path(p, AttentionPath::kAuto, {.decode_version = 2}), want, c, "auto, v2 decode " + what);
+  expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 7, .decode_version = 2}), want, c,
+               "auto, v2 decode, 7 splits " + what);
+  if (c.hq / c.hkv <= 16) {
+    expect_close(run_path(p, AttentionPath::kAuto, {.decode_version = 3}), want, c, "auto, v3 decode " + what);
+  }
   expect_close(run_path(p, AttentionPath::kPrefill, {.prefill_warp_rows = 16}), want, c, "prefill 16 " + what);
   expect_close(run_path(p, AttentionPath::kPrefill, {.prefill_warp_rows = 32}), want, c, "prefill 32 " + what);
   expect_close(run_path(p, AttentionPath::kReference), want, c, "reference " + what);
@@ -332,6 +339,8 @@ void check_all_paths(const Config& c, uint32_t seed) {
     expect_close(run_path(p, AttentionPath::kDecode), want, c, "decode " + what);
     expect_close(run_path(p, AttentionPath::kDecode, {.workspace = false}), want, c, "decode no-split " + what);
     expect_close(run_path(p, AttentionPath::kDecode, {.decode_splits = 3}), want, c, "decode 3 splits " + what);
+    expect_close(run_path(p, AttentionPath::kDecode, {.decode_splits = 3, .decode_version = 2}), want, c,
+                 "decode v2, 3 splits " + what);
   }
 }
 
@@ -417,6 +426,43 @@ TEST(CudaAttention, LongDecodeSplitKv) {
   expect_close(run_path(p, AttentionPath::kPrefill), want, c, "32k decode via prefill kernel");
 }
 
+// The tensor-core decode kernel (v3) driven explicitly: GQA 1 / 4 / 8, head_dim 64 / 128, blocks
+// 16 / 64, bf16 and f16, decode contexts 1, 15, 64, 1000 and 5000 (several splits) in one batch
+// with prefill rows (the decode kernel skips them, the prefill kernel serves them), with the
+// automatic split count, forced splits merged in the last CTA or by the combine kernel, and one
+// split (no workspace).
+TEST(CudaAttention, DecodeV3MixedBatches) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<SeqSpec> seqs = {{1, 1}, {17, 17}, {1, 15}, {1, 64}, {5, 40}, {1, 1000}, {1, 5000}};
+  const HeadShape heads[] = {{2, 2}, {8, 2}, {16, 2}};
+  uint32_t seed = 500;
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (int d : {64, 128}) {
+      for (const HeadShape& h : heads) {
+        for (int bs : {16, 64}) {
+          Config c;
+          c.dtype = t;
+          c.hq = h.hq;
+          c.hkv = h.hkv;
+          c.d = d;
+          c.block_size = bs;
+          c.seqs = seqs;
+          const Problem p = make_problem(c, seed++);
+          const std::vector<double> want = reference(p, 1.0f / std::sqrt(static_cast<float>(d)));
+          const std::string what = describe(c);
+          expect_close(run_path(p, AttentionPath::kAuto, {.decode_version = 3}), want, c, "v3 " + what);
+          expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 9, .decode_version = 3}), want, c,
+                       "v3, 9 splits " + what);
+          expect_close(run_path(p, AttentionPath::kAuto, {.decode_splits = 9, .fused_merge = false, .decode_version = 3}),
+                       want, c, "v3, 9 splits, combine kernel " + what);
+          expect_close(run_path(p, AttentionPath::kAuto, {.workspace = false, .decode_version = 3}), want, c,
+                       "v3, one split " + what);
+        }
+      }
+    }
+  }
+}
+
 // The physical placement of blocks must not change a single bit of the output.
 TEST(CudaAttention, PagedEqualsContiguous) {
   SKIP_WITHOUT_GPU();
@@ -473,12 +519,14 @@ TEST(CudaAttention, LooseHintsLeavePaddingUntouched) {
 
 // Capture one decode step in a CUDA graph with loose hints, then replay it after the device
 // metadata and data change (longer contexts, new q): each replay matches its own reference.
-TEST(CudaAttention, GraphReplayFollowsDeviceLengths) {
-  SKIP_WITHOUT_GPU();
+// Both split-KV kernels (v2, v3) and two group sizes.
+void graph_replay_case(int hq, int hkv, int decode_version) {
   Config c;
-  c.hq = 32;
-  c.hkv = 8;
+  c.hq = hq;
+  c.hkv = hkv;
   c.seqs = {{1, 100}, {1, 700}, {1, 5}};
+  const std::string tag = "v" + std::to_string(decode_version) + " Hq=" + std::to_string(hq) + " Hkv=" +
+                          std::to_string(hkv) + " graph step ";
   Problem p = make_problem(c, 41);
   // Room to grow: hints of 4096 keys and a table wide enough for them.
   const int hint_ctx = 4096;
@@ -486,6 +534,7 @@ TEST(CudaAttention, GraphReplayFollowsDeviceLengths) {
   big.seqs = {{1, hint_ctx}, {1, hint_ctx}, {1, hint_ctx}};
   const Problem room = make_problem(big, 42);
   DeviceProblem d = upload_problem(room, true);
+  d.launch.decode_version = decode_version;
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   cudaGraph_t graph;
@@ -511,11 +560,20 @@ TEST(CudaAttention, GraphReplayFollowsDeviceLengths) {
               cudaSuccess);
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    expect_close(download_out(d, cur), reference(cur, d.launch.scale), c, "graph step " + std::to_string(step));
+    expect_close(download_out(d, cur), reference(cur, d.launch.scale), c, tag + std::to_string(step));
+    expect_counters_zero(d, tag + std::to_string(step));
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+TEST(CudaAttention, GraphReplayFollowsDeviceLengths) {
+  SKIP_WITHOUT_GPU();
+  for (int version : {2, 3}) {
+    graph_replay_case(32, 8, version);
+    graph_replay_case(16, 2, version);
+  }
 }
 
 // One zeroed workspace serves many launches: the counters that the last CTAs reset let the next
@@ -621,7 +679,15 @@ TEST(CudaAttention, RejectsBadArguments) {
   EXPECT_EQ(code([](AttentionLaunch& l) { l.num_kv_heads = 3; }), StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](AttentionLaunch& l) { l.batch.block_tables = nullptr; }), StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](AttentionLaunch& l) { l.prefill_warp_rows = 8; }), StatusCode::kInvalidArgument);
-  EXPECT_EQ(code([](AttentionLaunch& l) { l.decode_version = 2; }), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](AttentionLaunch& l) { l.decode_version = 4; }), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](AttentionLaunch& l) { l.decode_version = 2; }), StatusCode::kOk);
+  EXPECT_EQ(code([](AttentionLaunch& l) { l.decode_version = 3; }), StatusCode::kOk);
+  EXPECT_EQ(code([](AttentionLaunch& l) {  // v3 serves at most 16 query heads per KV head
+              l.num_heads = 32;
+              l.num_kv_heads = 1;
+              l.decode_version = 3;
+            }),
+            StatusCode::kUnsupported);
   EXPECT_EQ(code([](AttentionLaunch& l) { l.max_decode_seqs = -2; }), StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](AttentionLaunch& l) {
               l.path = AttentionPath::kDecode;

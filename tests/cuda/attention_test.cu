@@ -1,7 +1,7 @@
 // Attention micro-benchmarks at llama-8b shapes (Hq 32, Hkv 8, D 128, bf16): decode at batch 1
-// (128 / 384 / 1k / 8k / 32k contexts) and batch 64 x 1k / 8k, each with the current decode
-// kernel and the frozen v1 kernel (decode_version 1) in the same run; causal prefill of 2048 and
-// 8192 tokens. Runs only with ANVIL_ATTN_BENCH=1 on a GPU; each case is also checked against the
+// (128 / 384 / 1k / 8k / 32k contexts) and batch 64 x 1k / 8k, each with the automatic decode
+// kernel (v3), v2 (decode_version 2) and the frozen v1 (decode_version 1) in the same run;
+// causal prefill of 2048 and 8192 tokens. Runs only with ANVIL_ATTN_BENCH=1 on a GPU; each case is also checked against the
 // reference kernel.
 // L2 is flushed (a 256 MiB read) before every timed launch, so decode numbers are HBM numbers.
 // Decode cases are also timed as in a decode step ("step" columns): one launch per layer over
@@ -76,7 +76,7 @@ struct Case {
   const char* name;
   int seqs, q_len, ctx, bs;
   int splits = 0, warp_rows = 0;  // 0 = automatic
-  int version = 0;                // decode kernel: 0 current, 1 the frozen v1
+  int version = 0;                // decode kernel: 0 automatic, 1 the frozen v1, 2, 3
   bool fused = true;              // zeroed workspace: merge in the decode kernel's last CTA
 };
 
@@ -227,30 +227,31 @@ TEST(AttentionBench, Llama8bShapes) {
   const Case cases[] = {
       {"decode b1 ctx1", 1, 1, 1, 16},
       {"  v1 b1 ctx1", 1, 1, 1, 16, 0, 0, 1},
+      {"  v2 b1 ctx1", 1, 1, 1, 16, 0, 0, 2},
       {"decode b1 ctx128", 1, 1, 128, 16},
       {"  v1 b1 ctx128", 1, 1, 128, 16, 0, 0, 1},
-      {"  v2 combine b1 ctx128", 1, 1, 128, 16, 0, 0, 0, false},
+      {"  v2 b1 ctx128", 1, 1, 128, 16, 0, 0, 2},
       {"decode b1 ctx384", 1, 1, 384, 16},
       {"  v1 b1 ctx384", 1, 1, 384, 16, 0, 0, 1},
-      {"  v2 combine b1 ctx384", 1, 1, 384, 16, 0, 0, 0, false},
+      {"  v2 b1 ctx384", 1, 1, 384, 16, 0, 0, 2},
       {"decode b1 ctx1k", 1, 1, 1024, 16},
       {"  v1 b1 ctx1k", 1, 1, 1024, 16, 0, 0, 1},
-      {"  v2 combine b1 ctx1k", 1, 1, 1024, 16, 0, 0, 0, false},
+      {"  v2 b1 ctx1k", 1, 1, 1024, 16, 0, 0, 2},
       {"decode b1 ctx8k", 1, 1, 8192, 16},
       {"  v1 b1 ctx8k", 1, 1, 8192, 16, 0, 0, 1},
-      {"  v2 combine b1 ctx8k", 1, 1, 8192, 16, 0, 0, 0, false},
+      {"  v2 b1 ctx8k", 1, 1, 8192, 16, 0, 0, 2},
       {"decode b1 ctx32k", 1, 1, 32768, 16},
       {"  v1 b1 ctx32k", 1, 1, 32768, 16, 0, 0, 1},
-      {"  v2 combine b1 ctx32k", 1, 1, 32768, 16, 0, 0, 0, false},
+      {"  v2 b1 ctx32k", 1, 1, 32768, 16, 0, 0, 2},
       {"decode b1 ctx32k bs64", 1, 1, 32768, 64},
       {"  v1 b1 ctx32k bs64", 1, 1, 32768, 64, 0, 0, 1},
-      {"  v2 combine b1 ctx32k bs64", 1, 1, 32768, 64, 0, 0, 0, false},
+      {"  v2 b1 ctx32k bs64", 1, 1, 32768, 64, 0, 0, 2},
       {"decode b64 ctx1k", 64, 1, 1024, 16},
       {"  v1 b64 ctx1k", 64, 1, 1024, 16, 0, 0, 1},
-      {"  v2 combine b64 ctx1k", 64, 1, 1024, 16, 0, 0, 0, false},
+      {"  v2 b64 ctx1k", 64, 1, 1024, 16, 0, 0, 2},
       {"decode b64 ctx8k", 64, 1, 8192, 16},
       {"  v1 b64 ctx8k", 64, 1, 8192, 16, 0, 0, 1},
-      {"  v2 combine b64 ctx8k", 64, 1, 8192, 16, 0, 0, 0, false},
+      {"  v2 b64 ctx8k", 64, 1, 8192, 16, 0, 0, 2},
       {"prefill 2048", 1, 2048, 2048, 16},
       {"prefill 2048 bs64", 1, 2048, 2048, 64},
       {"prefill 8192", 1, 8192, 8192, 16},

@@ -6,7 +6,9 @@
 // caches against a float64 host reference over the dequantized values (code * scale), GQA 1..32,
 // head_dim 64/128, block sizes 16/32/64, contexts up to 3000, mixed batches. Tolerance as in
 // attention_test.cpp: relative L2 error of the output < 1e-2 (bf16) / 2e-3 (fp16), every row < 4x.
-// The decode speed benchmark against a bf16 cache runs with ANVIL_KV_QUANT_BENCH=1.
+// The decode kernels v2 and v3 (tensor cores) are also driven explicitly, in mixed batches up to
+// 5000 keys and under CUDA-graph replay. The decode speed benchmark (v2 vs v3, bf16 vs 8-bit
+// caches, llama-8b shapes) runs with ANVIL_KV_QUANT_BENCH=1.
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -340,11 +342,19 @@ struct RunOptions {
   int decode_splits = 0;
   int prefill_warp_rows = 0;
   bool fused_merge = true;
+  int decode_version = 0;  // 0 automatic; 2 the CUDA-core split-KV kernel, 3 the tensor-core one
+  bool workspace = true;   // false: no workspace, decode runs as one split
 };
 
 std::vector<float> run(Backend* be, const Problem& p, RunOptions o) {
   DeviceProblem d = upload(be, p, o.fused_merge);
   d.launch.path = o.path;
+  d.launch.decode_version = o.decode_version;
+  if (!o.workspace) {
+    d.launch.workspace = nullptr;
+    d.launch.workspace_bytes = 0;
+    d.launch.workspace_zeroed = false;
+  }
   d.launch.decode_splits = o.decode_splits;
   d.launch.prefill_warp_rows = o.prefill_warp_rows;
   const Status st = cuda::launch_attention(d.launch, nullptr);
@@ -384,6 +394,11 @@ void check_paths(Backend* be, const Config& c, uint32_t seed) {
   expect_close(run(be, p, {}), want, c, "auto " + what);
   expect_close(run(be, p, {.decode_splits = 7}), want, c, "auto, 7 splits " + what);
   expect_close(run(be, p, {.decode_splits = 7, .fused_merge = false}), want, c, "auto, combine kernel " + what);
+  expect_close(run(be, p, {.decode_version = 2}), want, c, "auto, v2 decode " + what);
+  expect_close(run(be, p, {.decode_splits = 7, .decode_version = 2}), want, c, "auto, v2 decode, 7 splits " + what);
+  if (c.hq / c.hkv <= 16) {
+    expect_close(run(be, p, {.decode_splits = 7, .decode_version = 3}), want, c, "auto, v3 decode, 7 splits " + what);
+  }
   expect_close(run(be, p, {.path = AttentionPath::kPrefill, .prefill_warp_rows = 16}), want, c, "prefill 16 " + what);
   expect_close(run(be, p, {.path = AttentionPath::kPrefill, .prefill_warp_rows = 32}), want, c, "prefill 32 " + what);
   if (p.max_q == 1) {
@@ -420,6 +435,102 @@ TEST(CudaKvQuant, AttentionDecodeAndPrefillMatchDequantizedReference) {
           check_paths(gpu.get(), c, seed++);
         }
       }
+    }
+  }
+}
+
+// The tensor-core decode kernel (v3) driven explicitly over code caches: fp8 / int8, bf16 / f16
+// q, GQA 1 / 4 / 8, head_dim 64 / 128, blocks 16 / 64, decode contexts 1, 15, 64, 1000 and 5000
+// in one batch with prefill rows; automatic and forced splits (last-CTA merge and combine kernel)
+// and a single split.
+TEST(CudaKvQuant, DecodeV3MatchesDequantizedReference) {
+  ANVIL_REQUIRE_GPU();
+  struct Heads {
+    int hq, hkv;
+  };
+  const Heads heads[] = {{2, 2}, {8, 2}, {16, 2}};
+  const std::vector<SeqSpec> seqs = {{1, 1}, {17, 17}, {1, 15}, {1, 64}, {5, 40}, {1, 1000}, {1, 5000}};
+  uint32_t seed = 700;
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    auto gpu = make_gpu(dt);
+    ASSERT_TRUE(gpu);
+    for (DType kv : kKvDtypes) {
+      for (int d : {64, 128}) {
+        for (const Heads& h : heads) {
+          for (int bs : {16, 64}) {
+            Config c;
+            c.dtype = dt;
+            c.kv = kv;
+            c.hq = h.hq;
+            c.hkv = h.hkv;
+            c.d = d;
+            c.block_size = bs;
+            c.seqs = seqs;
+            const Problem p = make_problem(c, seed++);
+            const std::vector<double> want = reference(p, 1.0f / std::sqrt(static_cast<float>(d)));
+            const std::string what = describe(c);
+            expect_close(run(gpu.get(), p, {.decode_version = 3}), want, c, "v3 " + what);
+            expect_close(run(gpu.get(), p, {.decode_splits = 9, .decode_version = 3}), want, c, "v3, 9 splits " + what);
+            expect_close(run(gpu.get(), p, {.decode_splits = 9, .fused_merge = false, .decode_version = 3}), want, c,
+                         "v3, 9 splits, combine kernel " + what);
+            expect_close(run(gpu.get(), p, {.decode_version = 3, .workspace = false}), want, c, "v3, one split " + what);
+          }
+        }
+      }
+    }
+  }
+}
+
+// One decode step over a code cache captured in a CUDA graph with loose hints (4096 keys), replayed
+// after the device context lengths grow (crossing split boundaries) and q changes; v3 and v2.
+TEST(CudaKvQuant, DecodeGraphReplayFollowsDeviceLengths) {
+  ANVIL_REQUIRE_GPU();
+  auto gpu = make_gpu(DType::kBF16);
+  ASSERT_TRUE(gpu);
+  for (DType kv : kKvDtypes) {
+    for (int version : {2, 3}) {
+      Config room_cfg;
+      room_cfg.kv = kv;
+      room_cfg.hq = 32;
+      room_cfg.hkv = 8;
+      room_cfg.seqs = {{1, 4096}, {1, 4096}, {1, 4096}};
+      const Problem room = make_problem(room_cfg, 900 + version);
+      DeviceProblem d = upload(gpu.get(), room, true);
+      d.launch.decode_version = version;
+      cudaStream_t stream;
+      ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+      const Status st = cuda::launch_attention(d.launch, stream);
+      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      ASSERT_TRUE(st.is_ok()) << st.to_string();
+      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+      const int base_ctx[3] = {100, 700, 5};
+      for (int step = 0; step < 3; ++step) {
+        Problem cur = room;
+        for (int s = 0; s < 3; ++s) {
+          cur.cfg.seqs[s].ctx = std::min(4096, base_ctx[s] + step * 1500);
+          cur.context_lens[s] = cur.cfg.seqs[s].ctx;
+        }
+        std::mt19937 rng(950 + step);
+        std::uniform_real_distribution<float> uq(-3.0f, 3.0f);
+        for (float& x : cur.q) x = uq(rng);
+        cur.q_bits = round_to(cur.cfg.dtype, cur.q);
+        ASSERT_EQ(cudaMemcpy(d.q.buf.get(), cur.q_bits.data(), cur.q_bits.size() * 2, cudaMemcpyHostToDevice),
+                  cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(d.context_lens.buf.get(), cur.context_lens.data(), cur.context_lens.size() * 4,
+                             cudaMemcpyHostToDevice),
+                  cudaSuccess);
+        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        const auto got = to_f32(cur.cfg.dtype, d.out.read<uint16_t>(cur.q.size()));
+        expect_close(got, reference(cur, d.launch.scale), cur.cfg,
+                     "graph v" + std::to_string(version) + " step " + std::to_string(step) + " " + describe(cur.cfg));
+      }
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      cudaStreamDestroy(stream);
     }
   }
 }
@@ -473,7 +584,12 @@ TEST(CudaKvQuant, AttentionRejectsWhatItCannotRead) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
-// ---- decode speed: bf16 vs 8-bit caches at long context (ANVIL_KV_QUANT_BENCH=1) ----
+// ---- decode speed: v2 vs v3, bf16 vs 8-bit caches (ANVIL_KV_QUANT_BENCH=1) ----
+//
+// Llama-8B attention shape (Hq 32, Hkv 8, D 128, block 16, shuffled block table), one layer per
+// call, fused split merge. Consecutive calls rotate over enough distinct layers of KV that every
+// call reads HBM, not L2 (>= 150 MB of codes in rotation). Floor = K+V bytes / 3.0 TB/s. Each
+// case also checks v3 against v2 on the same inputs (relative L2 error of the outputs).
 
 TEST(CudaKvQuantBench, DecodeLongContext) {
   ANVIL_REQUIRE_GPU();
@@ -485,13 +601,17 @@ TEST(CudaKvQuantBench, DecodeLongContext) {
   struct Case {
     int seqs, ctx;
   };
-  // Llama-8B attention shape: Hq 32, Hkv 8, D 128, block 16; one layer per call.
   const int hq = 32, hkv = 8, d = 128, bs = 16;
-  std::printf("\n| batch x ctx | KV | us/call | KV MB read | floor us | %% of floor | speedup vs bf16 |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
-  for (const Case& cs : {Case{1, 4096}, Case{1, 16384}, Case{1, 32768}, Case{8, 8192}, Case{32, 4096}}) {
+  std::string table_md =
+      "| batch x ctx | KV | KV MB | floor us | v2 us | v3 us | v3 GB/s | v3 % of floor | v3 vs v2 | v3-v2 rel err |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n";
+  std::string sweep_md;
+  for (const Case& cs : {Case{256, 3072}, Case{64, 8192}, Case{32, 4096}, Case{8, 8192}, Case{1, 4096},
+                         Case{1, 32768}}) {
     const int blocks_per_seq = cs.ctx / bs;
     const int num_blocks = cs.seqs * blocks_per_seq;
+    const size_t elems = static_cast<size_t>(num_blocks) * hkv * bs * d;  // per layer, K or V
+    const int layers = static_cast<int>(std::clamp<size_t>((size_t{150} << 20) / (2 * elems) + 1, 1, 64));
     std::vector<int32_t> starts(cs.seqs + 1), ctx(cs.seqs, cs.ctx), table(num_blocks);
     std::iota(starts.begin(), starts.end(), 0);
     std::iota(table.begin(), table.end(), 0);
@@ -499,31 +619,31 @@ TEST(CudaKvQuantBench, DecodeLongContext) {
     auto d_starts = DevBuf::of(gpu.get(), starts);
     auto d_ctx = DevBuf::of(gpu.get(), ctx);
     auto d_table = DevBuf::of(gpu.get(), table);
-    const size_t elems = static_cast<size_t>(num_blocks) * hkv * bs * d;
     auto d_q = random_dev(gpu.get(), DType::kBF16, static_cast<size_t>(cs.seqs) * hq * d, 1);
     auto d_out = DevBuf::poison(gpu.get(), static_cast<size_t>(cs.seqs) * hq * d * 2);
-    auto d_k16 = random_dev(gpu.get(), DType::kBF16, elems, 2);
-    auto d_v16 = random_dev(gpu.get(), DType::kBF16, elems, 3);
+    auto d_k16 = random_dev(gpu.get(), DType::kBF16, elems * layers, 2);
+    auto d_v16 = random_dev(gpu.get(), DType::kBF16, elems * layers, 3);
     // 8-bit caches: random codes (any byte but e4m3 NaN 0x7f/0xff is a valid code of both).
-    std::vector<uint8_t> codes(std::min<size_t>(elems, size_t{1} << 22));
+    std::vector<uint8_t> codes(std::min<size_t>(elems * layers, size_t{1} << 22));
     std::mt19937 rng(9);
     for (auto& b : codes) {
       b = static_cast<uint8_t>(rng() & 0xff);
       if ((b & 0x7f) == 0x7f) b ^= 1;
     }
-    auto fill8 = [&]() {
+    auto fill8 = [&](uint32_t rot) {
       DevBuf buf = DevBuf::poison(gpu.get(), 16);
-      auto r = DeviceBuffer::create(gpu.get(), elems);
+      auto r = DeviceBuffer::create(gpu.get(), elems * layers);
       EXPECT_TRUE(r.is_ok());
       buf.buf = std::move(r).value();
-      for (size_t off = 0; off < elems; off += codes.size()) {
-        const size_t n = std::min(codes.size(), elems - off);
+      std::rotate(codes.begin(), codes.begin() + rot, codes.end());
+      for (size_t off = 0; off < elems * layers; off += codes.size()) {
+        const size_t n = std::min(codes.size(), elems * layers - off);
         EXPECT_TRUE(gpu->copy_h2d(static_cast<uint8_t*>(buf.buf.get()) + off, codes.data(), n).is_ok());
       }
       EXPECT_TRUE(gpu->synchronize().is_ok());
       return buf;
     };
-    DevBuf d_k8 = fill8(), d_v8 = fill8();
+    DevBuf d_k8 = fill8(0), d_v8 = fill8(12345);
     auto d_scales = DevBuf::of(gpu.get(), std::vector<float>(hkv, 0.01f));
     const size_t ws = cuda::attention_workspace_bytes(cs.seqs, hq, hkv, d);
     auto d_ws = DevBuf::of(gpu.get(), std::vector<uint8_t>(ws, 0));
@@ -547,27 +667,67 @@ TEST(CudaKvQuantBench, DecodeLongContext) {
     l.workspace = d_ws.buf.get();
     l.workspace_bytes = ws;
     l.workspace_zeroed = true;
-    double us_bf16 = 0;
     for (DType kv : {DType::kBF16, DType::kF8E4M3, DType::kI8}) {
-      cuda::AttentionLaunch x = l;
       const bool q8 = kv != DType::kBF16;
-      x.k_cache = q8 ? d_k8.buf.get() : d_k16.buf.get();
-      x.v_cache = q8 ? d_v8.buf.get() : d_v16.buf.get();
+      const size_t eb = q8 ? 1 : 2;
+      cuda::AttentionLaunch x = l;
+      const char* kbase = static_cast<const char*>(q8 ? d_k8.buf.get() : d_k16.buf.get());
+      const char* vbase = static_cast<const char*>(q8 ? d_v8.buf.get() : d_v16.buf.get());
       if (q8) {
         x.kv_dtype = kv;
         x.k_scale = x.v_scale = static_cast<const float*>(d_scales.buf.get());
       }
-      ASSERT_TRUE(cuda::launch_attention(x, nullptr).is_ok());
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      const double us = time_us(nullptr, [&](int) { (void)cuda::launch_attention(x, nullptr); });
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      const double bytes = 2.0 * elems * (q8 ? 1 : 2);
+      double us[2] = {0, 0};
+      std::vector<float> outs[2];
+      for (int vi = 0; vi < 2; ++vi) {
+        x.decode_version = vi == 0 ? 2 : 3;
+        x.k_cache = kbase;
+        x.v_cache = vbase;
+        const Status st = cuda::launch_attention(x, nullptr);
+        ASSERT_TRUE(st.is_ok()) << st.to_string();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        outs[vi] = to_f32(DType::kBF16, d_out.read<uint16_t>(static_cast<size_t>(cs.seqs) * hq * d));
+        us[vi] = time_us(nullptr, [&](int i) {
+          const size_t layer = static_cast<size_t>(i % layers);
+          x.k_cache = kbase + layer * elems * eb;
+          x.v_cache = vbase + layer * elems * eb;
+          (void)cuda::launch_attention(x, nullptr);
+        });
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      }
+      const double err = rel_err(outs[1], outs[0]);
+      EXPECT_LT(err, 1e-2) << cs.seqs << " x " << cs.ctx << " " << dtype_name(kv);
+      const double bytes = 2.0 * elems * eb;
       const double floor_us = bytes / kCopyBw * 1e6;
-      if (!q8) us_bf16 = us;
-      std::printf("| %d x %d | %s | %.1f | %.1f | %.1f | %.0f%% | %.2fx |\n", cs.seqs, cs.ctx,
-                  std::string(dtype_name(kv)).c_str(), us, bytes / 1e6, floor_us, 100.0 * floor_us / us, us_bf16 / us);
+      char line[320];
+      std::snprintf(line, sizeof line, "| %d x %d | %s | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %.2fx | %.1e |\n",
+                    cs.seqs, cs.ctx, std::string(dtype_name(kv)).c_str(), bytes / 1e6, floor_us, us[0], us[1],
+                    bytes / us[1] / 1e3, 100.0 * floor_us / us[1], us[0] / us[1], err);
+      std::printf("%s", line);
+      table_md += line;
+      // Split sweep of v3 (fp8) where the grid is about one wave: forced counts (capped by the
+      // launcher like the automatic one) against the automatic choice.
+      if (kv == DType::kF8E4M3 && cs.seqs <= 8) {
+        std::string sweep = "  v3 f8e4m3 " + std::to_string(cs.seqs) + " x " + std::to_string(cs.ctx) + " splits:";
+        x.decode_version = 3;
+        for (int sp : {2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128}) {
+          x.decode_splits = sp;
+          const double t = time_us(nullptr, [&](int i) {
+            const size_t layer = static_cast<size_t>(i % layers);
+            x.k_cache = kbase + layer * elems * eb;
+            x.v_cache = vbase + layer * elems * eb;
+            (void)cuda::launch_attention(x, nullptr);
+          });
+          char item[48];
+          std::snprintf(item, sizeof item, " %d: %.1f", sp, t);
+          sweep += item;
+        }
+        x.decode_splits = 0;
+        sweep_md += sweep + " (auto " + std::to_string(us[1]).substr(0, 5) + ")\n";
+      }
     }
   }
+  std::printf("\n%s\n%s", table_md.c_str(), sweep_md.c_str());
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Host launchers for paged attention: argument checks, dtype / KV cache dtype / head_dim / group
 // dispatch, the decode split choice and the routing of rows between the decode and prefill kernels.
-// Routing (kAuto): sequences with q_len == 1 go to the split-KV decode kernel, the others to the
-// prefill kernel; in a mixed batch both launch and each skips the other's sequences. A prefill
+// Routing (kAuto): sequences with q_len == 1 go to a split-KV decode kernel (the tensor-core v3 for
+// up to 16 query heads per KV head, v2 above that), the others to the prefill kernel; in a mixed
+// batch both launch and each skips the other's sequences. A prefill
 // step whose caller rules out decode rows (max_decode_seqs == 0) launches the prefill kernel only.
 #include "backend/cuda/ops/attention.h"
 
@@ -11,6 +12,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/attention/attention_decode.cuh"
+#include "backend/cuda/kernels/attention/attention_decode_mma.cuh"
 #include "backend/cuda/kernels/attention/attention_decode_v1.cuh"
 #include "backend/cuda/kernels/attention/attention_prefill.cuh"
 #include "backend/cuda/kernels/attention/attention_reference.cuh"
@@ -41,6 +43,7 @@ constexpr int kTargetCtas = 1024;
 constexpr int kMinPartition = 64;
 constexpr int kPartitionGranule = 32;
 constexpr int kPartitionGranuleV1 = 64;
+constexpr int kPartitionGranuleV3 = attn::v3::kTileKeys;  // v3: whole tiles (one per warp slice)
 constexpr int kMaxSplits = 128;
 constexpr int kSplitOverheadTiles = 2;  // fixed cost of a split (start-up, merge), in key tiles
 // The workspace ends in workspace_bytes / kCounterStride int32 arrival counters (16-byte aligned),
@@ -133,8 +136,52 @@ Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream
   return Status::ok();
 }
 
+// The tensor-core decode kernel (v3); same workspace, counters and split rules as v2, whole
+// 64-key tiles per split.
+template <typename T, int D, KvQuant Q>
+Status launch_decode_v3(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
+  constexpr size_t smem = attn::v3::Shape<D, Q>::smem_bytes();
+  auto kernel = attn::v3::attention_decode_mma_kernel<T, D, Q>;
+  ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_decode_mma_kernel)"));
+  static const int ctas_per_sm = [&] {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, attn::v3::kThreads, smem) != cudaSuccess || n <= 0) {
+      cudaGetLastError();
+      n = 2;
+    }
+    return n;
+  }();
+  const bool fused = p.workspace != nullptr && p.workspace_zeroed &&
+                     static_cast<size_t>(prm.num_seqs) * prm.num_kv_heads <= counter_count(p.workspace_bytes);
+  choose_splits(p, ctas_per_sm * multiprocessor_count(),
+                p.workspace != nullptr ? (fused ? partial_capacity(p.workspace_bytes) : p.workspace_bytes) : 0,
+                kPartitionGranuleV3, prm);
+  prm.split_counters = nullptr;
+  if (fused && prm.num_splits > 1) {
+    prm.split_counters =
+        reinterpret_cast<int*>(static_cast<char*>(p.workspace) + partial_capacity(p.workspace_bytes));
+  }
+  const dim3 grid(prm.num_seqs, prm.num_kv_heads, prm.num_splits);
+  kernel<<<grid, attn::v3::kThreads, smem, stream>>>(prm);
+  ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_mma_kernel"));
+  if (prm.num_splits > 1 && prm.split_counters == nullptr) {
+    attn::attention_decode_combine_kernel<T, D><<<dim3(prm.num_seqs, prm.num_heads), 32, 0, stream>>>(prm);
+    ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_combine_kernel"));
+  }
+  return Status::ok();
+}
+
+// Decode kernel choice: decode_version 1 / 2 / 3 forces that kernel; 0 takes v3 wherever it
+// applies (group <= 16; measured faster than v2 at every benchmarked shape, bench/cuda_kernels.md)
+// and v2 for larger groups.
 template <typename T, int D, KvQuant Q>
 Status launch_decode(const AttentionLaunch& p, const AttentionParams& prm, cudaStream_t stream) {
+  const bool v3_fits = prm.group <= attn::v3::kMaxGroup;
+  if (p.decode_version == 3 && !v3_fits) {
+    return unsupported("attention: decode kernel v3 serves at most " + std::to_string(attn::v3::kMaxGroup) +
+                       " query heads per KV head, got " + std::to_string(prm.group));
+  }
+  if (p.decode_version == 3 || (p.decode_version == 0 && v3_fits)) return launch_decode_v3<T, D, Q>(p, prm, stream);
   if (prm.group <= 1) return launch_decode_g<T, D, 1, Q>(p, prm, stream);
   if (prm.group <= 2) return launch_decode_g<T, D, 2, Q>(p, prm, stream);
   if (prm.group <= 4) return launch_decode_g<T, D, 4, Q>(p, prm, stream);
@@ -331,8 +378,8 @@ Status launch_attention(const AttentionLaunch& p, cudaStream_t stream) {
     return invalid_argument("attention: decode_splits " + std::to_string(p.decode_splits) + " / prefill_warp_rows " +
                             std::to_string(p.prefill_warp_rows) + " (0 = automatic; warp rows 16 or 32)");
   }
-  if (p.decode_version < 0 || p.decode_version > 1 || p.max_decode_seqs < -1) {
-    return invalid_argument("attention: decode_version " + std::to_string(p.decode_version) + " (0 or 1) / " +
+  if (p.decode_version < 0 || p.decode_version > 3 || p.max_decode_seqs < -1) {
+    return invalid_argument("attention: decode_version " + std::to_string(p.decode_version) + " (0..3) / " +
                             "max_decode_seqs " + std::to_string(p.max_decode_seqs) + " (-1 = unknown)");
   }
   if (p.workspace_bytes > 0 && p.workspace == nullptr) {

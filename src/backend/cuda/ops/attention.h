@@ -17,7 +17,8 @@ namespace anvil::cuda {
 // Which kernels launch_attention runs. kAuto is what the backend uses; the others exist so that
 // tests can drive each kernel over every row kind.
 enum class AttentionPath {
-  kAuto,       // decode kernel for q_len == 1 sequences, prefill kernel for q_len > 1 ones
+  kAuto,       // decode kernel (v3, or v2 for groups > 16) for q_len == 1 sequences, prefill
+               // kernel for q_len > 1 ones
   kPrefill,    // the tiled prefill kernel for every sequence (decode rows included)
   kDecode,     // the split-KV decode kernel only; every sequence must have q_len == 1
   kReference,  // the naive kernel (one thread block per (token, head)); slow, for tests
@@ -73,8 +74,10 @@ struct AttentionLaunch {
   // Tuning overrides for tests and benchmarks; 0 = automatic. decode_splits: KV splits of the
   // decode kernel (capped by the workspace and the context). prefill_warp_rows: query rows per
   // warp of the prefill kernel, 16 or 32. decode_version: 1 selects the frozen first decode
-  // kernel (attention_decode_v1.cuh, separate combine launch, its own split choice) so benchmarks
-  // can time it beside the current one; 0 the current kernel.
+  // kernel (attention_decode_v1.cuh, separate combine launch, its own split choice), 2 the
+  // CUDA-core split-KV kernel v2 (attention_decode.cuh), 3 the tensor-core kernel v3
+  // (attention_decode_mma.cuh; group <= 16, else kUnsupported), so benchmarks and tests can drive
+  // each; 0 the automatic choice: v3 for groups up to 16, v2 above.
   int decode_splits = 0;
   int prefill_warp_rows = 0;
   int decode_version = 0;

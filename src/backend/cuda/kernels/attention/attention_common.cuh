@@ -2,13 +2,17 @@
 // helpers (bf16 / fp16 <-> fp32, 16-byte vectors) and paged-cache addressing. Device code only;
 // nothing here knows about the rest of anvil.
 //
-// Routing (ops/attention.cu): per sequence. Decode rows (q_len == 1) go to attention_decode.cuh
-// (split-KV, one CTA per (sequence, KV head, split) serving the whole query-head group); rows of
+// Routing (ops/attention.cu): per sequence. Decode rows (q_len == 1) go to a split-KV decode
+// kernel, one CTA per (sequence, KV head, split) serving the whole query-head group:
+// attention_decode_mma.cuh (v3, tensor cores) for groups of up to 16 query heads,
+// attention_decode.cuh (v2) above that; rows of
 // longer queries (prefill, chunked prefill, speculative) go to attention_prefill.cuh. A mixed
 // batch launches both; each kernel reads q_len on the device and skips the other's sequences, so
 // the pair stays valid under CUDA-graph replay. attention_reference.cuh is the naive kernel the
 // tests hold the fast ones against.
 #pragma once
+
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -266,6 +270,95 @@ __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+// The end of a split-KV decode CTA that wrote a partial: it counts its arrival on the
+// (sequence, KV head) counter and, if it is the last of the live_splits splits, merges every
+// split's partial into the output rows of the group's G query heads (one warp per head, lane owns
+// D / 32 columns). Release (as a split-K semaphore): the barrier orders every thread's partial
+// before thread 0, whose gpu-scope fence then publishes them before its arrival; the last
+// arrival's fence is the matching acquire, and the barrier hands it to the whole CTA. Partials are
+// read through L2 (__ldcg): other SMs wrote them. The loads of a batch of kMergeBatch splits are
+// issued before the weights they need are known, so a merge of n splits costs about
+// ceil(n / kMergeBatch) L2 round trips. Every thread of the CTA must call it.
+template <typename T, int D, int kThreads>
+__device__ __forceinline__ void merge_splits_if_last(const AttentionParams& p, int seq, int kv_head, int G,
+                                                      int q_start, int live_splits) {
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  __shared__ int is_last;
+  __syncthreads();
+  if (tid == 0) {
+    int* counter = p.split_counters + seq * p.num_kv_heads + kv_head;
+    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+    const int arrived = atomicAdd(counter, 1) + 1;
+    const bool last = arrived == live_splits;
+    if (last) {
+      *counter = 0;  // every split has arrived: ready for the next launch
+      asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+    }
+    is_last = last;
+  }
+  __syncthreads();
+  if (!is_last) return;
+
+  constexpr int kPerLane = D / 32;
+  constexpr int kMergeBatch = 8;
+  using LaneVec = typename std::conditional<kPerLane == 4, float4, float2>::type;
+  static_assert(kPerLane == 4 || kPerLane == 2, "merge handles head_dim 64 and 128");
+  for (int g = warp; g < G; g += kThreads / 32) {
+    const int head = kv_head * G + g;
+    const int64_t row0 = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_splits;
+    const LaneVec* po = reinterpret_cast<const LaneVec*>(p.partial_out + row0 * D) + lane;  // row stride D / kPerLane
+    float lse_reg = -INFINITY;  // lane's split of the current chunk of 32
+    if (lane < live_splits) lse_reg = __ldcg(&p.partial_lse[row0 + lane]);
+    LaneVec v[kMergeBatch];
+#pragma unroll
+    for (int j = 0; j < kMergeBatch; ++j) {
+      if (j < live_splits) v[j] = __ldcg(po + static_cast<int64_t>(j) * (D / kPerLane));
+    }
+    float mx = lse_reg;
+    for (int sp = lane + 32; sp < live_splits; sp += 32) mx = fmaxf(mx, __ldcg(&p.partial_lse[row0 + sp]));
+    mx = warp_max(mx);
+    const float base = mx == -INFINITY ? 0.f : mx;
+    float o[kPerLane];
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) o[e] = 0.f;
+    float wsum = 0.f;
+    float w = lane < live_splits ? fast_exp2(lse_reg - base) : 0.f;
+    for (int s0 = 0; s0 < live_splits; s0 += kMergeBatch) {
+      if (s0 > 0 && (s0 & 31) == 0) {  // next chunk of 32 weights
+        const int sp = s0 + lane;
+        w = sp < live_splits ? fast_exp2(__ldcg(&p.partial_lse[row0 + sp]) - base) : 0.f;
+      }
+      if ((s0 & 31) == 0) wsum += warp_sum(w);
+      // Batch s0 is in v; issue batch s0 + kMergeBatch before using it.
+      LaneVec nxt[kMergeBatch];
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        const int sp = s0 + kMergeBatch + j;
+        if (sp < live_splits) nxt[j] = __ldcg(po + static_cast<int64_t>(sp) * (D / kPerLane));
+      }
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        if (s0 + j < live_splits) {
+          const float wj = __shfl_sync(0xffffffffu, w, (s0 + j) & 31);
+          const float* f = reinterpret_cast<const float*>(&v[j]);
+#pragma unroll
+          for (int e = 0; e < kPerLane; ++e) o[e] += wj * f[e];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) v[j] = nxt[j];
+    }
+    const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+    T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(q_start) * p.num_heads + head) * D + lane * kPerLane;
+#pragma unroll
+    for (int e = 0; e < kPerLane; e += 2) {
+      *reinterpret_cast<typename ElemTraits<T>::Vec2*>(&out[e]) = ElemTraits<T>::from_float2(o[e] * inv, o[e + 1] * inv);
+    }
+  }
 }
 
 }  // namespace anvil::cuda::attn
