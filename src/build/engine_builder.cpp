@@ -11,6 +11,7 @@
 #include "build/passes/dead_code.h"
 #include "build/passes/gemm_autotune.h"
 #include "build/passes/tuning_cache.h"
+#include "build/quantize/prequant_import.h"
 #include "build/quantize/quantize_pass.h"
 #include "core/logging.h"
 #include "core/thread_pool.h"
@@ -65,7 +66,8 @@ Status resolve_build_options(const ModelSpec& spec, EngineBuildOptions* o) {
     case QuantMethod::kNone:
     case QuantMethod::kInt8WeightOnly:
     case QuantMethod::kW8A8SmoothQuant:
-    case QuantMethod::kFp8: o->group_size = 0; break;  // per-channel formats: no groups
+    case QuantMethod::kFp8:
+    case QuantMethod::kFp8Gptq: o->group_size = 0; break;  // per-channel formats: no groups
   }
   if (o->kv_cache_dtype != DType::kF8E4M3 && o->kv_cache_dtype != DType::kI8) o->kv_cache_dtype = o->dtype;
   if (calibration_needs(*o).any() && o->calib_samples <= 0) {
@@ -100,6 +102,9 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
   h.source_model_dir = ec ? ckpt.dir() : src.lexically_normal().string();
   h.spec = def.spec;
   h.options = o;
+  // A pre-quantized checkpoint: its projections are imported as stored (prequant_import.h); the
+  // header records its method while o.quant becomes none (no calibration, no quantize pass).
+  ANVIL_ASSIGN_OR_RETURN(const std::optional<PrequantImport> prequant, PrequantImport::plan_build(def, ckpt, &o, &h.options));
   h.device_name = device ? device->name() : o.backend == BackendKind::kCpu ? "cpu" : "";
   switch (o.backend) {
     case BackendKind::kCpu:
@@ -147,6 +152,7 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
   for (const std::string& name : graph_weights) {
     if (!table_names.count(name)) return internal_error("graph weight '" + name + "' has no entry in the weight table");
   }
+  if (prequant) expected_hf.insert(prequant->hf_tensors().begin(), prequant->hf_tensors().end());
   ANVIL_RETURN_IF_ERROR(check_no_unexpected_tensors(def, ckpt, expected_hf));
 
   // Pass: quantization (after DCE, so dropped weights are never calibrated or quantized). The
@@ -161,8 +167,14 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
     }
     ANVIL_ASSIGN_OR_RETURN(calib_stats, collect_calibration_stats(def, ckpt, device, *calib, needs));
   }
-  ANVIL_ASSIGN_OR_RETURN(const QuantizePass quant, QuantizePass::plan(def, ckpt, o, needs.any() ? &calib_stats : nullptr));
+  std::map<std::string, QuantizedLinear> sequential;
+  if (quantizes_sequentially(o.quant)) {
+    ANVIL_ASSIGN_OR_RETURN(sequential, quantize_gptq_sequentially(def, ckpt, device, *calib, o));
+  }
+  ANVIL_ASSIGN_OR_RETURN(const QuantizePass quant,
+                         QuantizePass::plan(def, ckpt, o, needs.any() ? &calib_stats : nullptr, std::move(sequential)));
   h.graph = quant.rewrite(h.graph);
+  if (prequant) h.graph = prequant->rewrite(h.graph);
 
   // Pass: weight packing is the weight table's concatenation; record it per weight. A quantized
   // projection becomes its qweight / scales / offsets, made together by one job.
@@ -175,7 +187,10 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
   std::vector<std::vector<uint8_t>> ready;
   for (const WeightSource* ws : kept) {
     Job j{ws, h.weights.size(), 0, ws->keep_f32 ? DType::kF32 : o.dtype};
-    for (EngineWeight& w : quant.engine_weights(*ws, j.dtype)) h.weights.push_back(std::move(w));
+    const bool imported = prequant && prequant->imports(*ws);
+    for (EngineWeight& w : imported ? prequant->engine_weights(*ws) : quant.engine_weights(*ws, j.dtype)) {
+      h.weights.push_back(std::move(w));
+    }
     j.count = h.weights.size() - j.first;
     jobs.push_back(j);
   }
@@ -233,12 +248,17 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
   auto run_job = [&](size_t j) {
     const Job& jb = jobs[j];
     if (!jb.source) return;
-    Result<std::vector<float>> host = gather_weight_f32(d, *jb.source, ckpt, nullptr);
-    if (!host.is_ok()) {
-      job_status[j] = host.status();
-      return;
+    Result<std::vector<std::vector<uint8_t>>> bytes = internal_error("unreachable");
+    if (prequant && prequant->imports(*jb.source)) {
+      bytes = prequant->produce(*jb.source);
+    } else {
+      Result<std::vector<float>> host = gather_weight_f32(d, *jb.source, ckpt, nullptr);
+      if (!host.is_ok()) {
+        job_status[j] = host.status();
+        return;
+      }
+      bytes = quant.produce(*jb.source, std::move(host).value(), jb.dtype);
     }
-    Result<std::vector<std::vector<uint8_t>>> bytes = quant.produce(*jb.source, std::move(host).value(), jb.dtype);
     if (!bytes.is_ok() || bytes->size() != jb.count) {
       job_status[j] = bytes.is_ok() ? internal_error("quantize pass made the wrong number of weights for " + jb.source->name)
                                     : bytes.status();
@@ -246,10 +266,10 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
     }
     for (size_t i = 0; i < jb.count; ++i) ready[jb.first + i] = std::move((*bytes)[i]);
   };
-  // AWQ and GPTQ jobs run one at a time, parallel inside (searches, Hessian updates); the
+  // AWQ jobs run one at a time, parallel inside (the searches); the
   // round-to-nearest quantizers and plain conversions run many jobs at once (a nested
   // parallel_for runs inline), bounded by the f32 values they hold (~12 GiB) and 2 per thread.
-  const bool solo_quant = o.quant == QuantMethod::kInt4Awq || o.quant == QuantMethod::kInt4Gptq;
+  const bool solo_quant = o.quant == QuantMethod::kInt4Awq;  // GPTQ's work was done layer by layer above
   auto solo = [&](size_t j) { return solo_quant && jobs[j].source && quant.quantizes(*jobs[j].source); };
   auto held_bytes = [&](size_t j) -> uint64_t {
     // A quantizing job holds its f32 values and their dequantized copy (the build log's error).

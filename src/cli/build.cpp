@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "build/engine_builder.h"
+#include "build/quantize/prequant_import.h"
 #include "cli/command.h"
 #include "cli/quant_args.h"
 #include "core/logging.h"
@@ -72,7 +73,11 @@ int run_build(const BuildOptions& o) {
   for (const std::string& w : rep.weights_removed) std::printf("              unused weight dropped: %s\n", w.c_str());
   std::printf("activations   planned peak %.2f MiB vs %.2f MiB unplanned (%.0f%% saved) for %d tokens/step\n", peak, unplanned,
               unplanned > 0 ? 100.0 * (1.0 - peak / unplanned) : 0.0, eo.max_num_tokens);
-  if (eo.quant != QuantMethod::kNone || eo.kv_cache_dtype == DType::kF8E4M3 || eo.kv_cache_dtype == DType::kI8) {
+  const Result<std::optional<PrequantScheme>> prequant = read_prequant_scheme(o.model);  // read by the build already
+  if (prequant.is_ok() && prequant->has_value()) {
+    std::printf("quantization  pre-quantized %s: %lld projections imported as stored\n", (*prequant)->description().c_str(),
+                static_cast<long long>(rep.num_quantized_linears));
+  } else if (eo.quant != QuantMethod::kNone || eo.kv_cache_dtype == DType::kF8E4M3 || eo.kv_cache_dtype == DType::kI8) {
     std::printf("quantization  %s%s: %lld projections quantized; kv cache %s; calibration %s\n", quant_method_name(eo.quant),
                 eo.group_size > 0 && rep.num_quantized_linears > 0 && (eo.quant == QuantMethod::kInt4WeightOnly ||
                                                                       eo.quant == QuantMethod::kInt4Awq ||

@@ -9,6 +9,7 @@
 
 #include "build/engine_cache.h"
 #include "build/engine_loader.h"
+#include "build/quantize/prequant_import.h"
 #include "core/logging.h"
 #include "dist/mpi_communicator.h"
 #include "model/checkpoint/gguf_convert.h"
@@ -159,6 +160,14 @@ Result<OpenModel> open_model(const ModelArgs& a, int32_t max_logit_rows) {
   if (a.tp * a.pp > 1 && quantization_requested(a.quant)) {
     return unsupported("--quant / --kv-cache with --tp/--pp: ranks load --model DIR directly, without an engine build");
   }
+  // A pre-quantized checkpoint's projections are imported by an engine build only; the direct
+  // loads below read float weights.
+  ANVIL_ASSIGN_OR_RETURN(const std::optional<PrequantScheme> prequant, read_prequant_scheme(path));
+  const std::string prequant_what =
+      prequant ? path + " is a pre-quantized " + prequant->description() + " checkpoint, which only an engine build imports" : "";
+  if (a.tp * a.pp > 1 && prequant) {
+    return unsupported("--tp/--pp load --model DIR directly, without an engine build; " + prequant_what);
+  }
   if (a.tp * a.pp > 1) {
     // One rank of a parallel job: its communicators, its GPU (local rank), its layers and shards.
     ANVIL_RETURN_IF_ERROR(start_ranks_if_needed(a));
@@ -177,6 +186,7 @@ Result<OpenModel> open_model(const ModelArgs& a, int32_t max_logit_rows) {
     if (quantization_requested(a.quant)) {
       return invalid_argument("--quant / --kv-cache go through an engine build: drop --no-engine-cache");
     }
+    if (prequant) return invalid_argument("--no-engine-cache: " + prequant_what + "; drop --no-engine-cache");
     ANVIL_ASSIGN_OR_RETURN(m.runner, load_model(path, m.backend.get(), ro));
     return m;
   }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "build/quantize/prequant_import.h"
 #include "build/quantize/quantize_pass.h"
 #include "core/logging.h"
 #include "model/model_spec.h"
@@ -15,12 +16,12 @@ namespace anvil::cli {
 
 void add_quant_options(CLI::App* cmd, QuantArgs* a) {
   cmd->add_option("--quant", a->quant,
-                  "Weight quantization: none, int8-wo, int4-wo, int4-awq, int4-gptq, w8a8-sq or fp8 (docs/quantization.md)")
-      ->check(CLI::IsMember({"none", "int8-wo", "int4-wo", "int4-awq", "int4-gptq", "w8a8-sq", "fp8"}));
+                  "Weight quantization: none, int8-wo, int4-wo, int4-awq, int4-gptq, w8a8-sq, fp8 or fp8-gptq (docs/quantization.md)")
+      ->check(CLI::IsMember({"none", "int8-wo", "int4-wo", "int4-awq", "int4-gptq", "w8a8-sq", "fp8", "fp8-gptq"}));
   cmd->add_option("--group-size", a->group_size, "Input channels per int4 group")->check(CLI::IsMember({32, 64, 128}));
   cmd->add_option("--kv-cache", a->kv_cache, "KV cache type: auto (the compute dtype), fp8 or int8 (per-head scales from calibration)")
       ->check(CLI::IsMember({"auto", "bf16", "fp16", "f32", "fp8", "int8"}));
-  cmd->add_option("--calib", a->calib, "Calibration text for int4-awq, int4-gptq, w8a8-sq and --kv-cache fp8|int8 (default: the bundled sample)")
+  cmd->add_option("--calib", a->calib, "Calibration text for int4-awq, int4-gptq, w8a8-sq, fp8-gptq and --kv-cache fp8|int8 (default: the bundled sample)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--calib-samples", a->calib_samples, "Calibration sequences (up to 512 tokens each)")->check(CLI::Range(1, 4096));
 }
@@ -39,6 +40,11 @@ Status apply_quant_args(const QuantArgs& a, const std::string& model_dir, Engine
   o->calib_samples = a.calib_samples;
   o->calib_file.clear();
   if (!calibration_needs(*o).any()) return Status::ok();
+  // A pre-quantized checkpoint is imported as stored: nothing to calibrate (build_engine checks
+  // --quant and --kv-cache against it and names what does not fit).
+  if (Result<std::optional<PrequantScheme>> pq = read_prequant_scheme(model_dir); !pq.is_ok() || pq->has_value()) {
+    return Status::ok();
+  }
 
   const std::string file = a.calib.empty() ? bundled_calibration_file() : a.calib;
   std::error_code ec;

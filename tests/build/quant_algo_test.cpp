@@ -16,6 +16,7 @@
 #include "build/quantize/gptq.h"
 #include "build/quantize/hf_prequant.h"
 #include "build/quantize/int4_group_codec.h"
+#include "build/quantize/rtn.h"
 #include "build/quantize/smoothquant.h"
 #include "core/dtype.h"
 
@@ -210,6 +211,46 @@ TEST(Gptq, BeatsRtnWithAndWithoutActOrder) {
     // A numpy transcription of the GPTQ paper's loop on this data gives 0.70 / 0.56.
     EXPECT_LT(e, 0.8 * e_rtn) << "act_order " << act_order;
   }
+}
+
+// fp8: the same error compensation over e4m3 codes with the searched per-row scales.
+TEST(Gptq, Fp8BeatsSearchedRtn) {
+  const GptqCase c{96, 256, 1024, 0};
+  const auto w = make_weights(c.n, c.k, 31);
+  const auto x = make_inputs(c.rows, c.k, 32);
+  const LinearInputStats stats = stats_of(x, c.rows, c.k, true);
+  auto rtn = quantize_fp8_per_channel_searched(w.data(), c.n, c.k);
+  ASSERT_TRUE(rtn.is_ok());
+  const auto rtn_deq = dequantize(*rtn);
+  const double e_rtn = gptq_output_error(w.data(), rtn_deq.data(), c.n, c.k, stats.hessian);
+  for (bool act_order : {false, true}) {
+    GptqOptions opts;
+    opts.act_order = act_order;
+    opts.block_size = 64;
+    auto q = gptq_quantize_fp8(w.data(), c.n, c.k, stats.hessian, opts);
+    ASSERT_TRUE(q.is_ok()) << q.status().to_string();
+    EXPECT_EQ(q->format, QuantFormat::kFp8W8A8);
+    EXPECT_EQ(q->scales, rtn->scales);  // the scales are the searched ones, fixed up front
+    const auto deq = dequantize(*q);
+    const double e = gptq_output_error(w.data(), deq.data(), c.n, c.k, stats.hessian);
+    std::printf("GPTQ fp8 act_order=%d: tr(E H E^T) GPTQ/RTN = %.3f\n", act_order, e / e_rtn);
+    EXPECT_LT(e, 0.8 * e_rtn) << "act_order " << act_order;
+  }
+}
+
+TEST(Gptq, Fp8IdentityHessianIsRtn) {
+  const int64_t n = 24, k = 192;
+  const auto w = make_weights(n, k, 33);
+  std::vector<float> h(static_cast<size_t>(k * k), 0.0f);
+  for (int64_t i = 0; i < k; ++i) h[i * k + i] = 1.0f;
+  auto rtn = quantize_fp8_per_channel_searched(w.data(), n, k);
+  ASSERT_TRUE(rtn.is_ok());
+  GptqOptions opts;
+  opts.damp = 0.0;
+  auto q = gptq_quantize_fp8(w.data(), n, k, h, opts);
+  ASSERT_TRUE(q.is_ok()) << q.status().to_string();
+  EXPECT_EQ(q->data, rtn->data);
+  EXPECT_EQ(q->scales, rtn->scales);
 }
 
 TEST(Gptq, BlockSizeDoesNotChangeTheMath) {

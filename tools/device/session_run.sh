@@ -6,6 +6,7 @@
 #   PHASE=quant   llama-8b: tuned vs untuned GEMMs (engine vs --no-engine-cache), batch-1 decode
 #                 per quantization format, fp8 prefill 2048 and fp8 offline throughput
 #   PHASE=exec    llama-8b executor figures: in-flight vs static batches, KV waste, prefix cache
+#   PHASE=p5      llama-8b fp8 offline throughput at 2048/2048 (P5), KV cache bf16 and fp8
 set -u
 cd "$(dirname "$0")/../.."
 bin=/tmp/devbin
@@ -82,6 +83,14 @@ if [ "$PHASE" = exec ]; then
   thr prefix-on 80 --isl 128 --osl 128 --shared-prefix 1024 --num-requests 512
   thr prefix-off 80 --isl 128 --osl 128 --shared-prefix 1024 --num-requests 512 --no-prefix-cache
   thr tp-128-inflight-bs8 100 --isl 128 --osl 128 --num-requests 1024 --kv-block-size 8
+fi
+if [ "$PHASE" = p5 ]; then
+  # --kv-cache fp8 calibrates, which tokenizes the bundled text: the made model needs a tokenizer.
+  xz -dc tests/data/tokenizers/llama3/tokenizer.json.xz >$m/tokenizer.json
+  cp tests/data/tokenizers/llama3/tokenizer_config.json $m/
+  thr fp8-tp-2048-2048-kvfp8 ${QT:-240} --quant fp8 --kv-cache fp8 --isl 2048 --osl 2048 --num-requests ${P5N:-384}
+  grep -E "KV cache|blocks" "$out/fp8-tp-2048-2048-kvfp8.log" | head -3
+  [ -n "${P5_BF16KV:-}" ] && thr fp8-tp-2048-2048 ${QT:-240} --quant fp8 --isl 2048 --osl 2048 --num-requests ${P5N:-384}
 fi
 tar czf "$out/logs.tgz" -C "$out" --exclude logs.tgz . 2>/dev/null
 echo "session_run.sh $PHASE done in $SECONDS s"

@@ -39,15 +39,7 @@ void accumulate(const float* x, int64_t t, int64_t k, const CalibrationNeeds& ne
     }
   }
   s.tokens += t;
-  if (needs.hessian) {
-    // H += X^T X as one GEMM (dense_linalg.h: C -= A B with A = -X^T). Its tiles are fixed by the
-    // shapes, not the thread count, so the sums are the same on every machine size.
-    thread_local std::vector<float> xt;  // -X^T [k, t], reused across projections
-    xt.resize(static_cast<size_t>(k * t));
-    for (int64_t r = 0; r < t; ++r)
-      for (int64_t c = 0; c < k; ++c) xt[static_cast<size_t>(c * t + r)] = -x[r * k + c];
-    quant_detail::gemm_sub(s.hessian.data(), k, xt.data(), t, x, k, k, k, t);
-  }
+  if (needs.hessian) add_to_hessian(x, t, k, &s.hessian);
   if (acc->rows_per_sequence > 0) {
     // Evenly spaced rows of this sequence, up to the per-sequence quota and the overall bound.
     const int64_t have = static_cast<int64_t>(s.sample_rows.size()) / k;
@@ -100,6 +92,21 @@ std::string join(const std::vector<float>& v) {
 
 }  // namespace
 
+void add_to_hessian(const float* x, int64_t t, int64_t k, std::vector<float>* hessian) {
+  // H += X^T X as one GEMM (dense_linalg.h: C -= A B with A = -X^T). Its tiles are fixed by the
+  // shapes, not the thread count, so the sums are the same on every machine size.
+  thread_local std::vector<float> xt;  // -X^T [k, t], reused across projections
+  xt.resize(static_cast<size_t>(k * t));
+  for (int64_t r = 0; r < t; ++r)
+    for (int64_t c = 0; c < k; ++c) xt[static_cast<size_t>(c * t + r)] = -x[r * k + c];
+  quant_detail::gemm_sub(hessian->data(), k, xt.data(), t, x, k, k, k, t);
+}
+
+void symmetrize_lower(std::vector<float>* hessian, int64_t k) {
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < i; ++j) (*hessian)[j * k + i] = (*hessian)[i * k + j];
+}
+
 std::vector<std::vector<int32_t>> split_calibration_tokens(const std::vector<int32_t>& ids, int32_t samples, int32_t max_len) {
   std::vector<std::vector<int32_t>> out;
   const int64_t n = static_cast<int64_t>(ids.size());
@@ -133,11 +140,11 @@ std::vector<std::pair<std::string, std::string>> projection_inputs(const Graph& 
   return out;
 }
 
-Result<CalibrationStats> collect_calibration_stats(const ModelDefinition& def, const Checkpoint& ckpt, Backend* device,
-                                                   const CalibrationData& data, const CalibrationNeeds& needs) {
+Result<CalibrationRun> CalibrationRun::create(const ModelDefinition& def, const Checkpoint& ckpt, Backend* device,
+                                              const CalibrationData& data) {
   const ModelSpec& spec = def.spec;
   const int64_t max_pos = spec.max_position_embeddings > 0 ? spec.max_position_embeddings : int64_t{1} << 30;
-  std::vector<std::vector<int32_t>> seqs;
+  CalibrationRun run;
   int64_t truncated = 0;
   for (const std::vector<int32_t>& s : data.sequences) {
     if (s.empty()) continue;
@@ -149,29 +156,31 @@ Result<CalibrationStats> collect_calibration_stats(const ModelDefinition& def, c
       }
     }
     if (static_cast<int64_t>(s.size()) > max_pos) ++truncated;
-    seqs.emplace_back(s.begin(), s.begin() + std::min<int64_t>(max_pos, static_cast<int64_t>(s.size())));
+    run.seqs_.emplace_back(s.begin(), s.begin() + std::min<int64_t>(max_pos, static_cast<int64_t>(s.size())));
   }
-  if (seqs.empty()) return invalid_argument("calibration text (" + data.source + ") gave no tokens; pass --calib FILE with text in it");
+  if (run.seqs_.empty()) return invalid_argument("calibration text (" + data.source + ") gave no tokens; pass --calib FILE with text in it");
   if (truncated > 0) {
     ANVIL_LOG_WARN("calibration: %lld sequences cut to the model's %lld positions", static_cast<long long>(truncated),
                    static_cast<long long>(max_pos));
   }
   int32_t longest = 0;
-  int64_t total_tokens = 0;
-  for (const auto& s : seqs) {
+  for (const auto& s : run.seqs_) {
     longest = std::max(longest, static_cast<int32_t>(s.size()));
-    total_tokens += static_cast<int64_t>(s.size());
+    run.tokens_ += static_cast<int64_t>(s.size());
   }
 
-  std::unique_ptr<Backend> own;
-  Backend* backend = device;
-  if (!backend) {
-    own = std::make_unique<CpuBackend>();
-    backend = own.get();
+  run.backend_ = device;
+  if (!run.backend_) {
+    run.own_backend_ = std::make_unique<CpuBackend>();
+    run.backend_ = run.own_backend_.get();
   }
-  ANVIL_LOG_INFO("calibration: %zu sequences, %lld tokens (%s) on %s", seqs.size(), static_cast<long long>(total_tokens),
-                 data.source.c_str(), backend->name().c_str());
-  ANVIL_ASSIGN_OR_RETURN(WeightStore weights, WeightStore::load(def, ckpt, backend));
+  ANVIL_LOG_INFO("calibration: %zu sequences, %lld tokens (%s) on %s", run.seqs_.size(), static_cast<long long>(run.tokens_),
+                 data.source.c_str(), run.backend_->name().c_str());
+  ANVIL_ASSIGN_OR_RETURN(WeightStore weights, WeightStore::load(def, ckpt, run.backend_));
+  for (const auto& [weight, input] : projection_inputs(def.graph)) {
+    (void)input;
+    run.projection_weights_[weight] = weights.get(weight);  // device memory stays put when the store moves
+  }
   RunnerOptions ro;
   ro.max_num_tokens = longest;
   ro.max_num_seqs = 1;
@@ -180,38 +189,14 @@ Result<CalibrationStats> collect_calibration_stats(const ModelDefinition& def, c
   ro.block_size = kBlockSize;
   ro.num_kv_blocks = ro.max_seq_len / kBlockSize;
   ro.use_graphs = false;
-  ANVIL_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner, ModelRunner::create(backend, def, std::move(weights), ro));
+  ANVIL_ASSIGN_OR_RETURN(run.runner_, ModelRunner::create(run.backend_, def, std::move(weights), ro));
+  return run;
+}
 
-  // Which dumped tensor feeds which projection (qkv <- attn_norm, o <- attn.core, ...).
-  const std::vector<std::pair<std::string, std::string>> inputs = projection_inputs(def.graph);
-  std::map<std::string, Accumulator> acc;
-  std::set<std::string> dump_names;
-  if (needs.linear_inputs) {
-    for (const auto& [weight, input] : inputs) {
-      const int id = def.graph.find(input);
-      const int64_t k = def.graph.tensor(id).shape.numel();
-      Accumulator& a = acc[weight];
-      a.stats.k = k;
-      a.stats.abs_max.assign(static_cast<size_t>(k), 0.0f);
-      a.abs_sum.assign(static_cast<size_t>(k), 0.0);
-      if (needs.hessian) a.stats.hessian.assign(static_cast<size_t>(k * k), 0.0f);
-      if (needs.sample_rows > 0) {
-        a.rows_per_sequence = (needs.sample_rows + static_cast<int64_t>(seqs.size()) - 1) / static_cast<int64_t>(seqs.size());
-      }
-      dump_names.insert(input);
-    }
-  }
-  runner->set_dump_names(dump_names);
-
-  CalibrationStats out;
-  const int64_t layers = spec.num_layers, kv_heads = spec.num_kv_heads, head_dim = spec.head_dim;
-  if (needs.kv) {
-    out.k_abs_max.assign(static_cast<size_t>(layers), std::vector<float>(static_cast<size_t>(kv_heads), 0.0f));
-    out.v_abs_max = out.k_abs_max;
-  }
-  std::vector<uint8_t> raw;
-  std::vector<float> vals;
-  for (const std::vector<int32_t>& seq : seqs) {
+Status CalibrationRun::run(const std::set<std::string>& dump_names,
+                           const std::function<Status(const std::vector<int32_t>& seq)>& after_each) {
+  runner_->set_dump_names(dump_names);
+  for (const std::vector<int32_t>& seq : seqs_) {
     const int32_t t = static_cast<int32_t>(seq.size());
     StepInput s;
     s.token_ids = seq;
@@ -226,19 +211,81 @@ Result<CalibrationStats> collect_calibration_stats(const ModelDefinition& def, c
       s.slot_map.push_back(p);
     }
     Tensor logits;
-    ANVIL_RETURN_IF_ERROR(runner->forward(s, &logits).with_context("calibration forward"));
-    ANVIL_RETURN_IF_ERROR(backend->synchronize());
+    ANVIL_RETURN_IF_ERROR(runner_->forward(s, &logits).with_context("calibration forward"));
+    ANVIL_RETURN_IF_ERROR(backend_->synchronize());
+    ANVIL_RETURN_IF_ERROR(after_each(seq));
+  }
+  return Status::ok();
+}
+
+Result<const float*> CalibrationRun::dumped(const std::string& name) const {
+  auto d = runner_->dumps().find(name);
+  if (d == runner_->dumps().end()) return internal_error("calibration: tensor " + name + " was not dumped");
+  return d->second.data.data();
+}
+
+Status CalibrationRun::set_projection_weight(const std::string& weight, const std::vector<float>& values) {
+  auto it = projection_weights_.find(weight);
+  if (it == projection_weights_.end() || !it->second.data) {
+    return internal_error("calibration: no projection weight " + weight + " to replace");
+  }
+  const Tensor& t = it->second;
+  if (static_cast<int64_t>(values.size()) != t.numel()) {
+    return internal_error("calibration: " + weight + " has " + std::to_string(t.numel()) + " values, got " +
+                          std::to_string(values.size()));
+  }
+  std::vector<uint8_t> bytes(dtype_bytes_for(t.dtype, values.size()));
+  convert_from_f32(t.dtype, values.data(), bytes.data(), values.size());
+  ANVIL_RETURN_IF_ERROR(backend_->copy_h2d(t.data, bytes.data(), bytes.size()));
+  return backend_->synchronize();
+}
+
+Result<CalibrationStats> collect_calibration_stats(const ModelDefinition& def, const Checkpoint& ckpt, Backend* device,
+                                                   const CalibrationData& data, const CalibrationNeeds& needs) {
+  const ModelSpec& spec = def.spec;
+  ANVIL_ASSIGN_OR_RETURN(CalibrationRun run, CalibrationRun::create(def, ckpt, device, data));
+  const int64_t num_seqs = static_cast<int64_t>(run.sequences().size());
+  Backend* backend = run.backend();
+
+  // Which dumped tensor feeds which projection (qkv <- attn_norm, o <- attn.core, ...).
+  const std::vector<std::pair<std::string, std::string>> inputs = projection_inputs(def.graph);
+  std::map<std::string, Accumulator> acc;
+  std::set<std::string> dump_names;
+  if (needs.linear_inputs) {
+    for (const auto& [weight, input] : inputs) {
+      const int id = def.graph.find(input);
+      const int64_t k = def.graph.tensor(id).shape.numel();
+      Accumulator& a = acc[weight];
+      a.stats.k = k;
+      a.stats.abs_max.assign(static_cast<size_t>(k), 0.0f);
+      a.abs_sum.assign(static_cast<size_t>(k), 0.0);
+      if (needs.hessian) a.stats.hessian.assign(static_cast<size_t>(k * k), 0.0f);
+      if (needs.sample_rows > 0) a.rows_per_sequence = (needs.sample_rows + num_seqs - 1) / num_seqs;
+      dump_names.insert(input);
+    }
+  }
+
+  CalibrationStats out;
+  const int64_t layers = spec.num_layers, kv_heads = spec.num_kv_heads, head_dim = spec.head_dim;
+  if (needs.kv) {
+    out.k_abs_max.assign(static_cast<size_t>(layers), std::vector<float>(static_cast<size_t>(kv_heads), 0.0f));
+    out.v_abs_max = out.k_abs_max;
+  }
+  std::vector<uint8_t> raw;
+  std::vector<float> vals;
+  ModelRunner& runner = run.runner();
+  ANVIL_RETURN_IF_ERROR(run.run(dump_names, [&](const std::vector<int32_t>& seq) -> Status {
+    const int32_t t = static_cast<int32_t>(seq.size());
     for (const auto& [weight, input] : inputs) {
       auto a = acc.find(weight);
       if (a == acc.end()) continue;
-      auto d = runner->dumps().find(input);
-      if (d == runner->dumps().end()) return internal_error("calibration: tensor " + input + " was not dumped");
-      accumulate(d->second.data.data(), t, a->second.stats.k, needs, &a->second);
+      ANVIL_ASSIGN_OR_RETURN(const float* x, run.dumped(input));
+      accumulate(x, t, a->second.stats.k, needs, &a->second);
     }
     if (needs.kv) {
       // Slots 0..t-1: block p / 16, row p % 16 of [num_blocks, kv_heads, 16, head_dim].
       for (int64_t l = 0; l < layers; ++l) {
-        const KvCacheLayer& kv = runner->kv_cache().layer(static_cast<int>(l));
+        const KvCacheLayer& kv = runner.kv_cache().layer(static_cast<int>(l));
         const size_t elems = static_cast<size_t>(kv.num_blocks) * kv.num_kv_heads * kv.block_size * kv.head_dim;
         for (int which = 0; which < 2; ++which) {
           raw.resize(dtype_bytes_for(kv.dtype, elems));
@@ -256,17 +303,15 @@ Result<CalibrationStats> collect_calibration_stats(const ModelDefinition& def, c
         }
       }
     }
-  }
+    return Status::ok();
+  }));
 
-  out.tokens = total_tokens;
+  out.tokens = run.tokens();
   for (auto& [weight, a] : acc) {
     LinearInputStats& s = a.stats;
     s.abs_mean.resize(static_cast<size_t>(s.k));
     for (int64_t c = 0; c < s.k; ++c) s.abs_mean[c] = static_cast<float>(a.abs_sum[c] / static_cast<double>(s.tokens));
-    if (needs.hessian) {  // exactly symmetric: the lower triangle wins
-      for (int64_t i = 0; i < s.k; ++i)
-        for (int64_t j = 0; j < i; ++j) s.hessian[j * s.k + i] = s.hessian[i * s.k + j];
-    }
+    if (needs.hessian) symmetrize_lower(&s.hessian, s.k);
     out.linear_inputs[weight] = std::move(s);
   }
   // The build log: every projection input in graph order, then each layer's K/V maxima.

@@ -6,6 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,6 +17,7 @@
 #include "build/quantize/quant_types.h"
 #include "model/archs/arch.h"
 #include "model/checkpoint/checkpoint.h"
+#include "runtime/model_runner.h"
 
 namespace anvil {
 
@@ -42,6 +47,41 @@ std::vector<std::vector<int32_t>> split_calibration_tokens(const std::vector<int
 // The projection weights calibration keys its statistics by, with the graph tensor that is
 // their input: {"layers.3.attn.qkv.weight", "layers.3.attn_norm"}, ... in graph order.
 std::vector<std::pair<std::string, std::string>> projection_inputs(const Graph& g);
+
+// The unquantized model loaded for calibration runs: one calibration sequence per forward step,
+// with chosen graph tensors dumped to the host. Its layer projection weights can be replaced
+// (sequential GPTQ writes each layer's quantized weights back before the next layer's run).
+class CalibrationRun {
+ public:
+  // Validates the token ids against the vocabulary, cuts sequences to max_position_embeddings,
+  // loads the weights on `device` (its compute dtype) or, when null, on a CPU backend.
+  static Result<CalibrationRun> create(const ModelDefinition& def, const Checkpoint& ckpt, Backend* device,
+                                       const CalibrationData& data);
+  // Runs every sequence with `dump_names` dumped; after_each(seq) reads the dumps (dumped()).
+  Status run(const std::set<std::string>& dump_names, const std::function<Status(const std::vector<int32_t>& seq)>& after_each);
+  // A dumped tensor of the last forward, f32 [tokens, ...].
+  Result<const float*> dumped(const std::string& name) const;
+  // Overwrites projection weight `weight` ("layers.3.attn.qkv.weight", [n, k]) with `values`.
+  Status set_projection_weight(const std::string& weight, const std::vector<float>& values);
+
+  const std::vector<std::vector<int32_t>>& sequences() const { return seqs_; }
+  int64_t tokens() const { return tokens_; }
+  Backend* backend() const { return backend_; }
+  ModelRunner& runner() { return *runner_; }
+
+ private:
+  std::vector<std::vector<int32_t>> seqs_;
+  int64_t tokens_ = 0;
+  std::unique_ptr<Backend> own_backend_;
+  Backend* backend_ = nullptr;
+  std::map<std::string, Tensor> projection_weights_;
+  std::unique_ptr<ModelRunner> runner_;
+};
+
+// H += X^T X for rows x [t, k] (f32, one GEMM; only the lower triangle is meaningful until
+// symmetrize_lower copies it up).
+void add_to_hessian(const float* x, int64_t t, int64_t k, std::vector<float>* hessian);
+void symmetrize_lower(std::vector<float>* hessian, int64_t k);
 
 // Runs `def` (weights read from `ckpt`) on `device` (its compute dtype) or, when null, on a CPU
 // backend, one sequence per step. Sequences longer than the model's max_position_embeddings

@@ -6,12 +6,15 @@
 #include "build/quantize/gptq.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <string>
 
 #include "build/quantize/dense_linalg.h"
 #include "build/quantize/int4_group_codec.h"
+#include "build/quantize/rtn.h"
+#include "core/dtype.h"
 #include "core/logging.h"
 #include "core/thread_pool.h"
 
@@ -63,43 +66,79 @@ Result<std::vector<float>> inverse_hessian_factor(const std::vector<float>& hess
   return u;
 }
 
+// Checks shared by both formats.
+Status check_gptq_args(const std::string& who, int64_t k, const std::vector<float>& hessian, const GptqOptions& opts) {
+  if (static_cast<int64_t>(hessian.size()) != k * k) {
+    return invalid_argument(who + ": hessian has " + std::to_string(hessian.size()) + " elements, expected K*K = " +
+                            std::to_string(k * k) + " (was the calibration run asked for Hessians?)");
+  }
+  if (!(opts.damp >= 0.0) || !std::isfinite(opts.damp)) {
+    return invalid_argument(who + ": damp " + std::to_string(opts.damp) + " must be finite and >= 0");
+  }
+  if (opts.block_size <= 0) {
+    return invalid_argument(who + ": block_size " + std::to_string(opts.block_size) + " must be > 0");
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j <= i; ++j) {
+      if (!std::isfinite(hessian[i * k + j])) {
+        return invalid_argument(who + ": hessian[" + std::to_string(i) + ", " + std::to_string(j) + "] is not finite");
+      }
+    }
+    if (hessian[i * k + i] < 0.0f) {
+      return invalid_argument(who + ": hessian diagonal [" + std::to_string(i) + "] = " +
+                              std::to_string(hessian[i * k + i]) + " is negative (not a sum of x x^T)");
+    }
+  }
+  return Status::ok();
+}
+
+// The visiting order (act_order: descending H_ii, stable) and the dead-channel mask.
+void visiting_order(const std::vector<float>& hessian, int64_t k, bool act_order, std::vector<int64_t>* perm,
+                    std::vector<char>* dead) {
+  dead->assign(static_cast<size_t>(k), 0);
+  for (int64_t i = 0; i < k; ++i) (*dead)[i] = hessian[i * k + i] == 0.0f;
+  perm->resize(static_cast<size_t>(k));
+  std::iota(perm->begin(), perm->end(), 0);
+  if (act_order) {
+    std::stable_sort(perm->begin(), perm->end(),
+                     [&](int64_t a, int64_t b) { return hessian[a * k + a] > hessian[b * k + b]; });
+  }
+}
+
+// The GPTQ sweep shared by every format. wp [n, k] holds the working weights in visiting order;
+// quantize(r, i, wr) returns the dequantized value of wr[i] (row r, visiting position i) and
+// stores its code; wr is the row's working copy, fully updated up to column i.
+template <typename ColumnQuantizer>
+void gptq_sweep(std::vector<float>& wp, int64_t n, int64_t k, int64_t block, const std::vector<float>& u,
+                ColumnQuantizer&& quantize) {
+  std::vector<float> err(static_cast<size_t>(n * block));  // [n, block]
+  for (int64_t i1 = 0; i1 < k; i1 += block) {
+    const int64_t i2 = std::min(k, i1 + block), bw = i2 - i1;
+    ThreadPool::global().parallel_for(n, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* wr = wp.data() + r * k;
+        float* er = err.data() + r * block;
+        for (int64_t i = i1; i < i2; ++i) {
+          const float e = (wr[i] - quantize(r, i, wr)) / u[i * k + i];
+          const float* ui = u.data() + i * k;
+          for (int64_t j = i + 1; j < i2; ++j) wr[j] -= e * ui[j];
+          er[i - i1] = e;
+        }
+      }
+    });
+    if (i2 < k) quant_detail::gemm_sub(wp.data() + i2, k, err.data(), block, u.data() + i1 * k + i2, k, n, k - i2, bw);
+  }
+}
+
 }  // namespace
 
 Result<QuantizedLinear> gptq_quantize_int4(const float* w, int64_t n, int64_t k, int32_t group_size,
                                            const std::vector<float>& hessian, const GptqOptions& opts) {
   ANVIL_RETURN_IF_ERROR(quant_detail::check_int4_group_args("gptq_quantize_int4", w, n, k, group_size));
-  if (static_cast<int64_t>(hessian.size()) != k * k) {
-    return invalid_argument("gptq_quantize_int4: hessian has " + std::to_string(hessian.size()) +
-                            " elements, expected K*K = " + std::to_string(k * k) +
-                            " (was the calibration run asked for Hessians?)");
-  }
-  if (!(opts.damp >= 0.0) || !std::isfinite(opts.damp)) {
-    return invalid_argument("gptq_quantize_int4: damp " + std::to_string(opts.damp) + " must be finite and >= 0");
-  }
-  if (opts.block_size <= 0) {
-    return invalid_argument("gptq_quantize_int4: block_size " + std::to_string(opts.block_size) + " must be > 0");
-  }
-  for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j <= i; ++j) {
-      if (!std::isfinite(hessian[i * k + j])) {
-        return invalid_argument("gptq_quantize_int4: hessian[" + std::to_string(i) + ", " + std::to_string(j) +
-                                "] is not finite");
-      }
-    }
-    if (hessian[i * k + i] < 0.0f) {
-      return invalid_argument("gptq_quantize_int4: hessian diagonal [" + std::to_string(i) + "] = " +
-                              std::to_string(hessian[i * k + i]) + " is negative (not a sum of x x^T)");
-    }
-  }
-
-  std::vector<char> dead(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i) dead[i] = hessian[i * k + i] == 0.0f;
-  std::vector<int64_t> perm(static_cast<size_t>(k));  // perm[visit position] = original column
-  std::iota(perm.begin(), perm.end(), 0);
-  if (opts.act_order) {
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](int64_t a, int64_t b) { return hessian[a * k + a] > hessian[b * k + b]; });
-  }
+  ANVIL_RETURN_IF_ERROR(check_gptq_args("gptq_quantize_int4", k, hessian, opts));
+  std::vector<char> dead;
+  std::vector<int64_t> perm;  // perm[visit position] = original column
+  visiting_order(hessian, k, opts.act_order, &perm, &dead);
 
   const int64_t groups = k / group_size;
   QuantizedLinear q = quant_detail::make_int4_group(n, k, group_size);
@@ -115,15 +154,16 @@ Result<QuantizedLinear> gptq_quantize_int4(const float* w, int64_t n, int64_t k,
     return opts.mse_group_params ? quant_detail::int4_group_params_mse(v, group_size, h)
                                  : quant_detail::int4_group_params(v, group_size);
   };
-  std::vector<Int4GroupParams> static_params;  // [n, groups], act_order only
+  // Group parameters [n, groups]: with act_order fixed up front from W ("static groups"), else
+  // taken when the group's first column comes up.
+  std::vector<Int4GroupParams> params(static_cast<size_t>(n * groups));
   if (opts.act_order) {
-    static_params.resize(static_cast<size_t>(n * groups));
     std::vector<float> row(static_cast<size_t>(k));
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t c = 0; c < k; ++c) row[c] = dead[c] ? 0.0f : w[r * k + c];
       for (int64_t g = 0; g < groups; ++g) {
-        static_params[r * groups + g] = group_params(row.data() + g * group_size, diag.data() + g * group_size);
-        quant_detail::int4_store_params(q, r, g, static_params[r * groups + g]);
+        params[r * groups + g] = group_params(row.data() + g * group_size, diag.data() + g * group_size);
+        quant_detail::int4_store_params(q, r, g, params[r * groups + g]);
       }
     }
   }
@@ -134,33 +174,42 @@ Result<QuantizedLinear> gptq_quantize_int4(const float* w, int64_t n, int64_t k,
   // block's current (fully updated) columns.
   int64_t block = opts.block_size;
   if (!opts.act_order) block = (block + group_size - 1) / group_size * group_size;
-  std::vector<float> err(static_cast<size_t>(n * block));  // [n, block]
-  for (int64_t i1 = 0; i1 < k; i1 += block) {
-    const int64_t i2 = std::min(k, i1 + block), bw = i2 - i1;
-    ThreadPool::global().parallel_for(n, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        float* wr = wp.data() + r * k;
-        float* er = err.data() + r * block;
-        Int4GroupParams p;
-        for (int64_t i = i1; i < i2; ++i) {
-          const int64_t col = perm[i];
-          if (opts.act_order) {
-            p = static_params[r * groups + col / group_size];
-          } else if (i % group_size == 0) {
-            p = group_params(wr + i, diag.data() + i);
-            quant_detail::int4_store_params(q, r, i / group_size, p);
-          }
-          const int code = quant_detail::int4_code(wr[i], p);
-          quant_detail::int4_store_code(q, r, col, code);
-          const float e = (wr[i] - quant_detail::int4_value(code, p)) / u[i * k + i];
-          const float* ui = u.data() + i * k;
-          for (int64_t j = i + 1; j < i2; ++j) wr[j] -= e * ui[j];
-          er[i - i1] = e;
-        }
-      }
-    });
-    if (i2 < k) quant_detail::gemm_sub(wp.data() + i2, k, err.data(), block, u.data() + i1 * k + i2, k, n, k - i2, bw);
-  }
+  gptq_sweep(wp, n, k, block, u, [&](int64_t r, int64_t i, const float* wr) {
+    const int64_t col = perm[i];
+    Int4GroupParams& p = params[r * groups + col / group_size];
+    if (!opts.act_order && i % group_size == 0) {
+      p = group_params(wr + i, diag.data() + i);
+      quant_detail::int4_store_params(q, r, i / group_size, p);
+    }
+    const int code = quant_detail::int4_code(wr[i], p);
+    quant_detail::int4_store_code(q, r, col, code);
+    return quant_detail::int4_value(code, p);
+  });
+  return q;
+}
+
+Result<QuantizedLinear> gptq_quantize_fp8(const float* w, int64_t n, int64_t k, const std::vector<float>& hessian,
+                                          const GptqOptions& opts) {
+  // The row scales of the searched round-to-nearest quantizer (which also validates w).
+  ANVIL_ASSIGN_OR_RETURN(QuantizedLinear q, quantize_fp8_per_channel_searched(w, n, k));
+  ANVIL_RETURN_IF_ERROR(check_gptq_args("gptq_quantize_fp8", k, hessian, opts));
+  std::vector<char> dead;
+  std::vector<int64_t> perm;
+  visiting_order(hessian, k, opts.act_order, &perm, &dead);
+  std::vector<float> wp(static_cast<size_t>(n * k));
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < k; ++i) wp[r * k + i] = dead[perm[i]] ? 0.0f : w[r * k + perm[i]];
+  ANVIL_ASSIGN_OR_RETURN(std::vector<float> u, inverse_hessian_factor(hessian, perm, dead, k, opts.damp, opts.relative_damp));
+  std::array<float, 256> value{};
+  for (int c = 0; c < 256; ++c) value[c] = f8e4m3_to_f32(static_cast<uint8_t>(c));
+  std::vector<float> inv(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) inv[r] = 1.0f / q.scales[r];
+  gptq_sweep(wp, n, k, opts.block_size, u, [&](int64_t r, int64_t i, const float* wr) {
+    // satfinite: compensation can push a value past 448 * scale; it clamps to +-448.
+    const uint8_t code = fp8_e4m3_encode_fast(wr[i] * inv[r]);
+    q.data[r * k + perm[i]] = code;
+    return value[code] * q.scales[r];
+  });
   return q;
 }
 

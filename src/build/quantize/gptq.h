@@ -1,4 +1,4 @@
-// GPTQ (Frantar et al. 2022) for int4 group weights: columns are quantized one at a time and each
+// GPTQ (Frantar et al. 2022) for int4 group and fp8 weights: columns are quantized one at a time and each
 // column's error is spread over the not-yet-quantized columns through the inverse Hessian of the
 // layer's input, so the layer output X W^T moves as little as possible. Host only, f64 factorization.
 #pragma once
@@ -40,6 +40,13 @@ struct GptqOptions {
 // ThreadPool::global(); must not be called from inside one of its jobs.
 Result<QuantizedLinear> gptq_quantize_int4(const float* w, int64_t n, int64_t k, int32_t group_size,
                                            const std::vector<float>& hessian, const GptqOptions& opts);
+
+// GPTQ for kFp8W8A8 weights (per output channel scales): each row's scale is the one
+// quantize_fp8_per_channel_searched picks from w, fixed up front; the columns are then rounded
+// to e4m3 one at a time (satfinite) with the error spread as above. Same options (mse_group_params
+// has no effect), same cost.
+Result<QuantizedLinear> gptq_quantize_fp8(const float* w, int64_t n, int64_t k, const std::vector<float>& hessian,
+                                          const GptqOptions& opts);
 
 // The quantity GPTQ minimises: tr((W - Wq) H (W - Wq)^T), f64. w, wq [n, k]; hessian [k, k].
 // For tests and build-log reports.

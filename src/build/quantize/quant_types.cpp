@@ -15,6 +15,7 @@ const char* quant_method_name(QuantMethod m) {
     case QuantMethod::kInt4Gptq: return "int4-gptq";
     case QuantMethod::kW8A8SmoothQuant: return "w8a8-sq";
     case QuantMethod::kFp8: return "fp8";
+    case QuantMethod::kFp8Gptq: return "fp8-gptq";
   }
   return "?";
 }
@@ -22,7 +23,7 @@ const char* quant_method_name(QuantMethod m) {
 Result<QuantMethod> quant_method_from_name(const std::string& name) {
   static constexpr QuantMethod kAll[] = {QuantMethod::kNone,     QuantMethod::kInt8WeightOnly,  QuantMethod::kInt4WeightOnly,
                                          QuantMethod::kInt4Awq,  QuantMethod::kInt4Gptq,        QuantMethod::kW8A8SmoothQuant,
-                                         QuantMethod::kFp8};
+                                         QuantMethod::kFp8,     QuantMethod::kFp8Gptq};
   std::string choices;
   for (QuantMethod m : kAll) {
     if (name == quant_method_name(m)) return m;

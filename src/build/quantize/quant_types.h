@@ -15,8 +15,8 @@
 namespace anvil {
 
 // The --quant choices of `anvil build`.
-enum class QuantMethod { kNone, kInt8WeightOnly, kInt4WeightOnly, kInt4Awq, kInt4Gptq, kW8A8SmoothQuant, kFp8 };
-const char* quant_method_name(QuantMethod m);            // "none", "int8-wo", "int4-wo", "int4-awq", "int4-gptq", "w8a8-sq", "fp8"
+enum class QuantMethod { kNone, kInt8WeightOnly, kInt4WeightOnly, kInt4Awq, kInt4Gptq, kW8A8SmoothQuant, kFp8, kFp8Gptq };
+const char* quant_method_name(QuantMethod m);            // "none", "int8-wo", "int4-wo", "int4-awq", "int4-gptq", "w8a8-sq", "fp8", "fp8-gptq"
 Result<QuantMethod> quant_method_from_name(const std::string& name);  // error lists the choices
 
 // A packed quantized linear weight of n x k (out x in), host memory, backend.h layout:

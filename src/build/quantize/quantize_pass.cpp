@@ -12,6 +12,7 @@
 #include "build/quantize/gptq.h"
 #include "build/quantize/int4_group_codec.h"
 #include "build/quantize/rtn.h"
+#include "build/quantize/sequential.h"
 #include "build/quantize/smoothquant.h"
 #include "core/logging.h"
 #include "runtime/weights.h"
@@ -101,7 +102,8 @@ Result<QuantFormat> quant_format_of(QuantMethod m) {
     case QuantMethod::kInt4Awq:
     case QuantMethod::kInt4Gptq: return QuantFormat::kInt4Group;
     case QuantMethod::kW8A8SmoothQuant: return QuantFormat::kInt8W8A8;
-    case QuantMethod::kFp8: return QuantFormat::kFp8W8A8;
+    case QuantMethod::kFp8:
+    case QuantMethod::kFp8Gptq: return QuantFormat::kFp8W8A8;
   }
   return invalid_argument("unknown quant method");
 }
@@ -118,18 +120,47 @@ CalibrationNeeds calibration_needs(const EngineBuildOptions& o) {
       n.sample_rows = kAwqSampleRows;
       break;
     case QuantMethod::kInt4Gptq:
-      n.linear_inputs = true;
-      n.hessian = true;
-      break;
+    case QuantMethod::kFp8Gptq: n.linear_inputs = true; break;  // Hessians: quantize_sequentially
     case QuantMethod::kW8A8SmoothQuant: n.linear_inputs = true; break;
   }
   n.kv = o.kv_cache_dtype == DType::kF8E4M3 || o.kv_cache_dtype == DType::kI8;
   return n;
 }
 
+bool quantizes_sequentially(QuantMethod m) { return m == QuantMethod::kInt4Gptq || m == QuantMethod::kFp8Gptq; }
+
+Result<std::map<std::string, QuantizedLinear>> quantize_gptq_sequentially(const ModelDefinition& def, const Checkpoint& ckpt,
+                                                                          Backend* device, const CalibrationData& calib,
+                                                                          const EngineBuildOptions& o) {
+  if (!quantizes_sequentially(o.quant)) {
+    return internal_error(std::string("--quant ") + quant_method_name(o.quant) + " does not quantize sequentially");
+  }
+  const int32_t group_size = o.group_size;
+  for (const auto& [weight, input] : projection_inputs(def.graph)) {
+    if (o.quant != QuantMethod::kInt4Gptq) break;
+    (void)input;
+    const WeightSource* ws = find_source(def, weight);
+    if (ws && ws->shape.rank == 2 && ws->shape[1] % group_size != 0) {
+      // plan() words this error with the group sizes that fit; let it.
+      return std::map<std::string, QuantizedLinear>{};
+    }
+  }
+  return quantize_sequentially(def, ckpt, device, calib,
+                               [&](const std::string&, const std::vector<float>& w, int64_t n, int64_t k,
+                                   const std::vector<float>& hessian) {
+                                 return o.quant == QuantMethod::kFp8Gptq
+                                            ? gptq_quantize_fp8(w.data(), n, k, hessian, GptqOptions{})
+                                            : gptq_quantize_int4(w.data(), n, k, group_size, hessian, GptqOptions{});
+                               });
+}
+
 Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkpoint& ckpt, const EngineBuildOptions& o,
-                                        const CalibrationStats* stats) {
+                                        const CalibrationStats* stats, std::map<std::string, QuantizedLinear> sequential) {
   QuantizePass p;
+  p.sequential_ = std::move(sequential);
+  if (!p.sequential_.empty() && !quantizes_sequentially(o.quant)) {
+    return internal_error(std::string("quantize pass: --quant ") + quant_method_name(o.quant) + " takes no sequentially quantized weights");
+  }
   p.method_ = o.quant;
   p.group_size_ = o.group_size;
   p.stats_ = stats;
@@ -200,6 +231,16 @@ Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkp
                             (fits ? "; use --group-size " + std::to_string(fits) : "; no group size of 32, 64 or 128 fits this model"));
   }
 
+  if (quantizes_sequentially(o.quant)) {
+    for (const auto& [weight, pr] : p.projections_) {
+      auto it = p.sequential_.find(weight);
+      if (it == p.sequential_.end() || it->second.n != pr.n || it->second.k != pr.k || it->second.format != p.format_) {
+        return internal_error("quantize pass: " + weight + " was not quantized sequentially (or not as " +
+                              quant_format_name(p.format_) + " [" + std::to_string(pr.n) + ", " + std::to_string(pr.k) + "])");
+      }
+    }
+  }
+
   // Activation-aware factors, folded into the producer of each projection's input.
   const bool sq = o.quant == QuantMethod::kW8A8SmoothQuant;
   if (!sq && o.quant != QuantMethod::kInt4Awq) return p;
@@ -244,6 +285,20 @@ Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkp
   return p;
 }
 
+Node qlinear_node(Graph& out, const Node& n, const std::string& base, int64_t n_out, int64_t k, QuantFormat format,
+                  int32_t group_size) {
+  const bool int4 = format == QuantFormat::kInt4Group;
+  Node q = n;
+  q.op = OpKind::kQLinear;
+  q.attrs.quant = format;
+  q.attrs.group_size = int4 ? group_size : 0;
+  const int qweight = out.weight(base + ".qweight", {n_out, int4 ? k / 2 : k});
+  const int scales = int4 ? out.weight(base + ".scales", {n_out, k / group_size}) : out.weight(base + ".scales", {n_out});
+  const int offsets = int4 ? out.weight(base + ".offsets", {n_out, k / group_size}) : -1;
+  q.inputs = {n.inputs[0], qweight, n.inputs[2], scales, offsets};
+  return q;
+}
+
 Graph QuantizePass::rewrite(const Graph& g) const {
   if (method_ == QuantMethod::kNone) return g;
   Graph out;
@@ -256,17 +311,7 @@ Graph QuantizePass::rewrite(const Graph& g) const {
       continue;
     }
     const Projection& pr = it->second;
-    const std::string base = base_name(weight);
-    const bool int4 = format_ == QuantFormat::kInt4Group;
-    Node q = n;
-    q.op = OpKind::kQLinear;
-    q.attrs.quant = format_;
-    q.attrs.group_size = group_size_;
-    const int qweight = out.weight(base + ".qweight", {pr.n, int4 ? pr.k / 2 : pr.k});
-    const int scales = int4 ? out.weight(base + ".scales", {pr.n, pr.k / group_size_}) : out.weight(base + ".scales", {pr.n});
-    const int offsets = int4 ? out.weight(base + ".offsets", {pr.n, pr.k / group_size_}) : -1;
-    q.inputs = {n.inputs[0], qweight, n.inputs[2], scales, offsets};
-    out.add_node(std::move(q));
+    out.add_node(qlinear_node(out, n, base_name(weight), pr.n, pr.k, format_, group_size_));
   }
   for (int o : g.outputs()) out.mark_output(o);
   return eliminate_dead_code(out, nullptr);  // drops the unquantized weight tensors
@@ -362,8 +407,12 @@ Result<std::vector<std::vector<uint8_t>>> QuantizePass::produce(const WeightSour
       q = quant_detail::int4_group_rtn(values.data(), n, k, group_size_);
       break;
     case QuantMethod::kInt4Gptq:
-      q = gptq_quantize_int4(values.data(), n, k, group_size_, stats_->linear_inputs.at(ws.name).hessian, GptqOptions{});
+    case QuantMethod::kFp8Gptq: {
+      auto seq = sequential_.find(ws.name);  // present: plan checked every projection
+      if (seq == sequential_.end()) return internal_error("quantize pass: no sequential GPTQ result for " + ws.name);
+      q = seq->second;
       break;
+    }
   }
   if (!q.is_ok()) return q.status().with_context("quantizing " + ws.name);
 

@@ -28,8 +28,24 @@ inline constexpr int64_t kAwqSampleRows = 256;
 Result<QuantFormat> quant_format_of(QuantMethod m);
 
 // What calibration must collect for these options (nothing for RTN methods without a quantized
-// KV cache).
+// KV cache). GPTQ's Hessians are not among them: quantize_sequentially gathers them layer by layer.
 CalibrationNeeds calibration_needs(const EngineBuildOptions& o);
+
+// True when the method quantizes layer by layer during calibration (sequential.h): GPTQ.
+bool quantizes_sequentially(QuantMethod m);
+
+// The layer-by-layer run of such a method (quantize_sequentially with the method's quantizer and
+// options), for QuantizePass::plan. `device` null: on the CPU.
+Result<std::map<std::string, QuantizedLinear>> quantize_gptq_sequentially(const ModelDefinition& def, const Checkpoint& ckpt,
+                                                                          Backend* device, const CalibrationData& calib,
+                                                                          const EngineBuildOptions& o);
+
+// The kQLinear that replaces projection node `n` (a kLinear reading weight "<base>.weight",
+// [n_out, k]) in `out`: its weights "<base>.qweight", ".scales" and, for kInt4Group, ".offsets"
+// are added to `out` with the shapes backend.h's QuantFormat fixes. Shared by the quantize pass
+// and the pre-quantized import.
+Node qlinear_node(Graph& out, const Node& n, const std::string& base, int64_t n_out, int64_t k, QuantFormat format,
+                  int32_t group_size);
 
 class QuantizePass {
  public:
@@ -37,8 +53,11 @@ class QuantizePass {
   // computes the smoothing / AWQ factors, reading the projections they need from `ckpt`. `stats`
   // must hold what calibration_needs(o) asked for; it must outlive the pass (GPTQ reads its
   // Hessians in produce()). With quant none and no KV quantization the pass changes nothing.
+  // `sequential`: the projections quantized_sequentially already made (GPTQ needs them all;
+  // other methods take none).
   static Result<QuantizePass> plan(const ModelDefinition& def, const Checkpoint& ckpt, const EngineBuildOptions& o,
-                                   const CalibrationStats* stats);
+                                   const CalibrationStats* stats,
+                                   std::map<std::string, QuantizedLinear> sequential = {});
 
   // The graph with every quantized projection rewritten to kQLinear (dropped weight tensors
   // removed). Unchanged when quant is none.
@@ -70,6 +89,7 @@ class QuantizePass {
   int32_t group_size_ = 0;
   const CalibrationStats* stats_ = nullptr;
   std::map<std::string, Projection> projections_;           // by weight name
+  std::map<std::string, QuantizedLinear> sequential_;       // GPTQ: made layer by layer before the pass
   std::map<std::string, std::vector<float>> divide_;        // norm weight name -> w[c] /= s[c]
   std::map<std::string, std::vector<float>> divide_up_;     // gate_up weight/bias -> up half rows /= s
   std::vector<std::pair<EngineWeight, std::vector<uint8_t>>> kv_scales_;
