@@ -338,6 +338,7 @@ Status ModelRunner::run_nodes(const BatchView& view, int32_t rows) {
     Status st = run_node(n, view, view.num_tokens, rows);
     if (!st.is_ok()) return st.with_context(std::string(op_kind_name(n.op)) + " '" + n.name + "'");
     if (!dump_names_.empty()) ANVIL_RETURN_IF_ERROR(dump(n, view.num_tokens, rows));
+    if (stop_after_dumps_ && dumps_.size() == dump_names_.size()) return Status::ok();
   }
   return Status::ok();
 }
@@ -400,6 +401,10 @@ Status ModelRunner::forward(const StepInput& step, Tensor* logits) {
   int32_t rows = 0;
   ANVIL_RETURN_IF_ERROR(upload(step, 0, &view, &rows));
   ANVIL_RETURN_IF_ERROR(run_nodes(view, rows));
+  if (stop_after_dumps_ && dumps_.size() == dump_names_.size()) {
+    *logits = Tensor{};  // the graph stopped after the last dump
+    return Status::ok();
+  }
   *logits = activation(def_.graph.outputs()[0], view.num_tokens, rows);
   return Status::ok();
 }

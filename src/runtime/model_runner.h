@@ -87,8 +87,13 @@ class ModelRunner {
   // Distributed steps this rank has started.
   int64_t steps_run() const { return step_count_.load(); }
 
-  // Names of tensors to copy out after the op that writes them (all rows of the step).
-  void set_dump_names(std::set<std::string> names) { dump_names_ = std::move(names); }
+  // Names of tensors to copy out after the op that writes them (all rows of the step). With
+  // stop_after_dumps, forward() returns as soon as every named tensor has been dumped, leaving the
+  // rest of the graph unrun and *logits empty (calibration passes that need early layers only).
+  void set_dump_names(std::set<std::string> names, bool stop_after_dumps = false) {
+    dump_names_ = std::move(names);
+    stop_after_dumps_ = stop_after_dumps && !dump_names_.empty();
+  }
   const std::map<std::string, DumpedTensor>& dumps() const { return dumps_; }
 
   const ModelSpec& spec() const { return def_.spec; }
@@ -151,6 +156,7 @@ class ModelRunner {
   std::atomic<int64_t> step_count_{0};
 
   std::set<std::string> dump_names_;
+  bool stop_after_dumps_ = false;
   std::map<std::string, DumpedTensor> dumps_;
 };
 

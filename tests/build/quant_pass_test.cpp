@@ -310,6 +310,50 @@ TEST(QuantPass, KvCacheScalesFromCalibration) {
   }
 }
 
+// Sequential GPTQ's passes stop once the layer's inputs are dumped: the dumps equal a full run's,
+// and the stopped forward returns no logits.
+TEST(QuantPass, CalibrationRunStopsAfterItsDumps) {
+  const std::string dir = golden_dir("mistral");
+  auto spec = load_model_config(dir);
+  auto def = define_model(*spec);
+  auto ckpt = Checkpoint::open(dir);
+  ASSERT_TRUE(def.is_ok() && ckpt.is_ok());
+  const CalibrationData calib = random_calibration(spec->vocab_size, 2, 24);
+  auto run = CalibrationRun::create(*def, *ckpt, nullptr, calib);
+  ASSERT_TRUE(run.is_ok()) << run.status().to_string();
+  std::vector<std::vector<float>> full, stopped;
+  for (bool stop : {false, true}) {
+    auto& out = stop ? stopped : full;
+    Status st = run->run({"layers.0.mlp.act"}, [&](const std::vector<int32_t>& seq) -> Status {
+      ANVIL_ASSIGN_OR_RETURN(const float* x, run->dumped("layers.0.mlp.act"));
+      out.emplace_back(x, x + seq.size() * spec->intermediate_size);
+      return Status::ok();
+    }, stop);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+  }
+  ASSERT_EQ(full.size(), 2u);
+  EXPECT_EQ(full, stopped);
+  // The runner really stopped: a forward with the stop on yields no logits, without it logits.
+  Tensor logits;
+  StepInput s;
+  s.token_ids = calib.sequences[0];
+  const int32_t t = static_cast<int32_t>(s.token_ids.size());
+  s.seq_starts = {0, t};
+  s.context_lens = {t};
+  s.logit_rows = {t - 1};
+  s.block_tables = {{0, 1}};
+  for (int32_t p = 0; p < t; ++p) {
+    s.positions.push_back(p);
+    s.slot_map.push_back(p);
+  }
+  run->runner().set_dump_names({"layers.0.mlp.act"}, true);
+  ASSERT_TRUE(run->runner().forward(s, &logits).is_ok());
+  EXPECT_EQ(logits.data, nullptr);
+  run->runner().set_dump_names({"layers.0.mlp.act"}, false);
+  ASSERT_TRUE(run->runner().forward(s, &logits).is_ok());
+  EXPECT_NE(logits.data, nullptr);
+}
+
 TEST(QuantPass, CalibrationStatisticsMatchTheDumpedInputs) {
   const std::string dir = golden_dir("mistral");
   auto spec = load_model_config(dir);

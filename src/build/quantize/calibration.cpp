@@ -194,8 +194,8 @@ Result<CalibrationRun> CalibrationRun::create(const ModelDefinition& def, const 
 }
 
 Status CalibrationRun::run(const std::set<std::string>& dump_names,
-                           const std::function<Status(const std::vector<int32_t>& seq)>& after_each) {
-  runner_->set_dump_names(dump_names);
+                           const std::function<Status(const std::vector<int32_t>& seq)>& after_each, bool stop_after_dumps) {
+  runner_->set_dump_names(dump_names, stop_after_dumps);
   for (const std::vector<int32_t>& seq : seqs_) {
     const int32_t t = static_cast<int32_t>(seq.size());
     StepInput s;

@@ -58,7 +58,10 @@ class CalibrationRun {
   static Result<CalibrationRun> create(const ModelDefinition& def, const Checkpoint& ckpt, Backend* device,
                                        const CalibrationData& data);
   // Runs every sequence with `dump_names` dumped; after_each(seq) reads the dumps (dumped()).
-  Status run(const std::set<std::string>& dump_names, const std::function<Status(const std::vector<int32_t>& seq)>& after_each);
+  // stop_after_dumps: each forward ends once every dump is taken (later layers and the KV cache
+  // they would write are left alone).
+  Status run(const std::set<std::string>& dump_names, const std::function<Status(const std::vector<int32_t>& seq)>& after_each,
+             bool stop_after_dumps = false);
   // A dumped tensor of the last forward, f32 [tokens, ...].
   Result<const float*> dumped(const std::string& name) const;
   // Overwrites projection weight `weight` ("layers.3.attn.qkv.weight", [n, k]) with `values`.

@@ -65,7 +65,7 @@ Result<std::map<std::string, QuantizedLinear>> quantize_sequentially(const Model
         add_to_hessian(x, static_cast<int64_t>(seq.size()), k, &h);
       }
       return Status::ok();
-    }).with_context("sequential calibration of layer " + std::to_string(l)));
+    }, /*stop_after_dumps=*/true).with_context("sequential calibration of layer " + std::to_string(l)));
     for (auto& [input, h] : hessian) {
       const int64_t k = def.graph.tensor(def.graph.find(input)).shape.numel();
       symmetrize_lower(&h, k);
