@@ -303,23 +303,7 @@ std::vector<EngineWeight> PrequantImport::engine_weights(const WeightSource& ws)
   auto it = projections_.find(ws.name);
   if (it == projections_.end()) return {};
   const Projection& pr = it->second;
-  const std::string base = strip(ws.name, ".weight");
-  auto make = [&](const std::string& name, DType dt, Shape shape) {
-    EngineWeight w;
-    w.name = name;
-    w.dtype = dt;
-    w.shape = shape;
-    w.bytes = dtype_bytes_for(dt, static_cast<size_t>(shape.numel()));
-    return w;
-  };
-  std::vector<EngineWeight> out;
-  if (format_ == QuantFormat::kInt4Group) {
-    const Shape groups{pr.n, pr.k / group_size_};
-    out = {make(base + ".qweight", DType::kU8, {pr.n, pr.k / 2}), make(base + ".scales", DType::kF16, groups),
-           make(base + ".offsets", DType::kF16, groups)};
-  } else {
-    out = {make(base + ".qweight", DType::kF8E4M3, {pr.n, pr.k}), make(base + ".scales", DType::kF32, {pr.n})};
-  }
+  std::vector<EngineWeight> out = qlinear_engine_weights(strip(ws.name, ".weight"), pr.n, pr.k, format_, group_size_);
   // packed_from: the checkpoint tensors holding the codes, one per packed part.
   const char* codes = format_ == QuantFormat::kInt4Group ? ".qweight" : ".weight";
   for (const std::string& m : pr.modules) out[0].packed_from.push_back(m + codes);

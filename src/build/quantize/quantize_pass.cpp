@@ -70,12 +70,6 @@ Producer producer_of(const Graph& g, int tensor) {
   return p;
 }
 
-const WeightSource* find_source(const ModelDefinition& def, const std::string& name) {
-  for (const WeightSource& ws : def.weights)
-    if (ws.name == name) return &ws;
-  return nullptr;
-}
-
 // min / median / max of the scales, with a warning when they look wrong.
 void report_scales(const std::string& name, std::vector<float> s, double rel_error, const char* format) {
   if (s.empty()) return;
@@ -139,7 +133,7 @@ Result<std::map<std::string, QuantizedLinear>> quantize_gptq_sequentially(const 
   for (const auto& [weight, input] : projection_inputs(def.graph)) {
     if (o.quant != QuantMethod::kInt4Gptq) break;
     (void)input;
-    const WeightSource* ws = find_source(def, weight);
+    const WeightSource* ws = find_weight_source(def, weight);
     if (ws && ws->shape.rank == 2 && ws->shape[1] % group_size != 0) {
       // plan() words this error with the group sizes that fit; let it.
       return std::map<std::string, QuantizedLinear>{};
@@ -201,7 +195,7 @@ Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkp
   std::string bad_k;
   int bad_count = 0;
   for (const auto& [weight, input] : projection_inputs(g)) {
-    const WeightSource* ws = find_source(def, weight);
+    const WeightSource* ws = find_weight_source(def, weight);
     if (!ws || ws->shape.rank != 2) return internal_error("quantize pass: projection " + weight + " has no 2-D table entry");
     Projection pr;
     pr.n = ws->shape[0];
@@ -254,7 +248,7 @@ Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkp
     const bool fold_up = prod.kind == Producer::kActMul;
     if (!fold_norm && !fold_up) continue;
     Projection& pr = p.projections_[weight];
-    const WeightSource* ws = find_source(def, weight);
+    const WeightSource* ws = find_weight_source(def, weight);
     ANVIL_ASSIGN_OR_RETURN(std::vector<float> w, gather_weight_f32(def, *ws, ckpt, nullptr));
     const LinearInputStats& st = stats->linear_inputs.at(weight);
     std::vector<float> s;
@@ -299,6 +293,37 @@ Node qlinear_node(Graph& out, const Node& n, const std::string& base, int64_t n_
   return q;
 }
 
+std::vector<EngineWeight> qlinear_engine_weights(const std::string& base, int64_t n_out, int64_t k, QuantFormat format,
+                                                 int32_t group_size) {
+  auto make = [](const std::string& name, DType dt, Shape shape) {
+    EngineWeight w;
+    w.name = name;
+    w.dtype = dt;
+    w.shape = shape;
+    w.bytes = dtype_bytes_for(dt, static_cast<size_t>(shape.numel()));
+    return w;
+  };
+  switch (format) {
+    case QuantFormat::kInt8WeightOnly:
+    case QuantFormat::kInt8W8A8:
+      return {make(base + ".qweight", DType::kI8, {n_out, k}), make(base + ".scales", DType::kF32, {n_out})};
+    case QuantFormat::kFp8W8A8:
+      return {make(base + ".qweight", DType::kF8E4M3, {n_out, k}), make(base + ".scales", DType::kF32, {n_out})};
+    case QuantFormat::kInt4Group: {
+      const Shape groups{n_out, k / group_size};
+      return {make(base + ".qweight", DType::kU8, {n_out, k / 2}), make(base + ".scales", DType::kF16, groups),
+              make(base + ".offsets", DType::kF16, groups)};
+    }
+  }
+  return {};
+}
+
+const WeightSource* find_weight_source(const ModelDefinition& def, const std::string& name) {
+  for (const WeightSource& ws : def.weights)
+    if (ws.name == name) return &ws;
+  return nullptr;
+}
+
 Graph QuantizePass::rewrite(const Graph& g) const {
   if (method_ == QuantMethod::kNone) return g;
   Graph out;
@@ -318,36 +343,22 @@ Graph QuantizePass::rewrite(const Graph& g) const {
 }
 
 std::vector<EngineWeight> QuantizePass::engine_weights(const WeightSource& ws, DType dtype) const {
-  // packed_from goes on the first weight only (a quantized projection's scales are not packed).
-  bool first = true;
-  auto make = [&](const std::string& name, DType dt, Shape shape) {
-    EngineWeight w;
-    w.name = name;
-    w.dtype = dt;
-    w.shape = shape;
-    w.bytes = dtype_bytes_for(dt, static_cast<size_t>(shape.numel()));
-    if (first) w.packed_from = ws.hf_names;
-    first = false;
-    w.computed = ws.computed;
-    return w;
-  };
   auto it = projections_.find(ws.name);
-  if (it == projections_.end()) return {make(ws.name, dtype, ws.shape)};
-  const Projection& pr = it->second;
-  const std::string base = base_name(ws.name);
-  switch (format_) {
-    case QuantFormat::kInt8WeightOnly:
-    case QuantFormat::kInt8W8A8:
-      return {make(base + ".qweight", DType::kI8, {pr.n, pr.k}), make(base + ".scales", DType::kF32, {pr.n})};
-    case QuantFormat::kFp8W8A8:
-      return {make(base + ".qweight", DType::kF8E4M3, {pr.n, pr.k}), make(base + ".scales", DType::kF32, {pr.n})};
-    case QuantFormat::kInt4Group: {
-      const Shape groups{pr.n, pr.k / group_size_};
-      return {make(base + ".qweight", DType::kU8, {pr.n, pr.k / 2}), make(base + ".scales", DType::kF16, groups),
-              make(base + ".offsets", DType::kF16, groups)};
-    }
+  std::vector<EngineWeight> out;
+  if (it == projections_.end()) {
+    EngineWeight w;
+    w.name = ws.name;
+    w.dtype = dtype;
+    w.shape = ws.shape;
+    w.bytes = dtype_bytes_for(dtype, static_cast<size_t>(ws.shape.numel()));
+    out.push_back(std::move(w));
+  } else {
+    out = qlinear_engine_weights(base_name(ws.name), it->second.n, it->second.k, format_, group_size_);
   }
-  return {};
+  // packed_from goes on the first weight only (a quantized projection's scales are not packed).
+  out[0].packed_from = ws.hf_names;
+  for (EngineWeight& w : out) w.computed = ws.computed;
+  return out;
 }
 
 Result<std::vector<std::vector<uint8_t>>> QuantizePass::produce(const WeightSource& ws, std::vector<float> values,

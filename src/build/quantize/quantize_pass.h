@@ -47,6 +47,14 @@ Result<std::map<std::string, QuantizedLinear>> quantize_gptq_sequentially(const 
 Node qlinear_node(Graph& out, const Node& n, const std::string& base, int64_t n_out, int64_t k, QuantFormat format,
                   int32_t group_size);
 
+// The engine weights of that kQLinear ("<base>.qweight", ".scales", [".offsets"]): name, dtype,
+// shape and bytes set, nothing else.
+std::vector<EngineWeight> qlinear_engine_weights(const std::string& base, int64_t n_out, int64_t k, QuantFormat format,
+                                                 int32_t group_size);
+
+// def's weight table entry `name`, or null.
+const WeightSource* find_weight_source(const ModelDefinition& def, const std::string& name);
+
 class QuantizePass {
  public:
   // Checks the options against the model (int4 group size divides every projection's K) and

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <set>
 
+#include "build/quantize/quantize_pass.h"
 #include "core/logging.h"
 #include "runtime/weights.h"
 
@@ -23,12 +24,6 @@ int64_t layer_of(const std::string& weight) {
     l = l * 10 + (weight[i] - '0');
   }
   return l;
-}
-
-const WeightSource* find_source(const ModelDefinition& def, const std::string& name) {
-  for (const WeightSource& ws : def.weights)
-    if (ws.name == name) return &ws;
-  return nullptr;
 }
 
 }  // namespace
@@ -71,7 +66,7 @@ Result<std::map<std::string, QuantizedLinear>> quantize_sequentially(const Model
       symmetrize_lower(&h, k);
     }
     for (const auto& [weight, input] : projections) {
-      const WeightSource* ws = find_source(def, weight);
+      const WeightSource* ws = find_weight_source(def, weight);
       if (!ws || ws->shape.rank != 2) return internal_error("sequential quantization: " + weight + " has no 2-D table entry");
       const int64_t n = ws->shape[0], k = ws->shape[1];
       ANVIL_ASSIGN_OR_RETURN(std::vector<float> w, gather_weight_f32(def, *ws, ckpt, nullptr));
