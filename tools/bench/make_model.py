@@ -38,8 +38,10 @@ SHAPES = {
 }
 
 
-def config_for(name):
+def config_for(name, layers=0):
     shape = dict(SHAPES[name])
+    if layers > 0:
+        shape["num_hidden_layers"] = layers
     return dict(shape, architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu",
                 rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False, bos_token_id=1, eos_token_id=2,
                 torch_dtype="bfloat16")
@@ -53,11 +55,11 @@ def already_made(out, want):
         return False
 
 
-def make(name, out, seed, device, force):
+def make(name, out, seed, device, force, layers=0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg_dict = config_for(name)
+    cfg_dict = config_for(name, layers)
     stamp = {"name": name, "seed": seed, "config": cfg_dict}
     if not force and already_made(out, stamp):
         print(f"{out}: already made ({name}, seed {seed})", flush=True)
@@ -112,8 +114,11 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto (cuda if present), cuda or cpu")
     ap.add_argument("--force", action="store_true", help="remake even if the folder matches")
+    ap.add_argument("--layers", type=int, default=0,
+                    help="keep the shape but use this many layers (0: the real count); per-layer "
+                         "profiles of a full-size model without building all of it")
     a = ap.parse_args()
-    make(a.name, a.out, a.seed, a.device, a.force)
+    make(a.name, a.out, a.seed, a.device, a.force, a.layers)
 
 
 if __name__ == "__main__":

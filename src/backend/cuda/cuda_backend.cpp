@@ -68,6 +68,11 @@ Result<std::unique_ptr<Backend>> create_cuda_backend(const BackendOptions& optio
   ANVIL_ASSIGN_OR_RETURN(b->linear_, cuda::LinearRunner::create(b->stream_));
   ANVIL_ASSIGN_OR_RETURN(b->w8a8_, cuda::W8A8Linear::create(b->stream_));
   ANVIL_ASSIGN_OR_RETURN(b->weight_only_, cuda::WeightOnlyLinear::create(b->stream_, b->linear_.get()));
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&b->sample_ws_mem_, cuda::SampleWorkspace::bytes()),
+                             "allocating the sampler's workspace");
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(b->sample_ws_mem_, 0, cuda::SampleWorkspace::bytes(), b->stream_),
+                             "zeroing the sampler's workspace");
+  b->sample_ws_ = cuda::SampleWorkspace::over(b->sample_ws_mem_);
   return std::unique_ptr<Backend>(std::move(b));
 }
 
@@ -83,6 +88,7 @@ CudaBackend::~CudaBackend() {
   w8a8_.reset();
   linear_.reset();
   if (attention_ws_) cudaFree(attention_ws_);
+  if (sample_ws_mem_) cudaFree(sample_ws_mem_);
   for (auto& [p, size] : live_) cudaFree(p);
   release_cached_blocks();
   if (stream_) cudaStreamDestroy(stream_);
@@ -471,7 +477,8 @@ Status CudaBackend::sample(Tensor logits, const SamplingBatch& params, Tensor ou
     if (out_logprobs.numel() < params.num_rows) return invalid_argument("sample: out_logprobs too small");
     lp = out_logprobs.ptr<float>();
   }
-  return cuda::launch_sample(logits.ptr<float>(), logits.dim(1), params, out_ids.ptr<int32_t>(), lp, stream_);
+  return cuda::launch_sample(logits.ptr<float>(), logits.dim(1), params, out_ids.ptr<int32_t>(), lp, stream_,
+                             cuda::kSampleCandidateCap, &sample_ws_);
 }
 
 }  // namespace anvil

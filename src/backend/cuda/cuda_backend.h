@@ -19,6 +19,7 @@
 #include "backend/cuda/ops/linear.h"
 #include "backend/cuda/ops/quant_w8a8.h"
 #include "backend/cuda/ops/quant_weight_only.h"
+#include "backend/cuda/ops/sample.h"
 
 namespace anvil {
 
@@ -102,6 +103,8 @@ class CudaBackend final : public Backend {
   std::vector<cudaGraphExec_t> graphs_;
   void* attention_ws_ = nullptr;
   size_t attention_ws_bytes_ = 0;
+  void* sample_ws_mem_ = nullptr;  // zeroed once; the split sampler's partials and counters
+  cuda::SampleWorkspace sample_ws_;
 
   std::mutex mem_mu_;
   std::unordered_map<void*, size_t> live_;       // pointer -> rounded size

@@ -5,6 +5,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/activation/act_mul.cuh"
 #include "backend/cuda/ops/elementwise.h"
+#include "backend/cuda/ops/pdl_launch.h"
 
 namespace anvil::cuda {
 namespace {
@@ -18,9 +19,11 @@ Status launch_typed(const kern::ActMulParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((cols + threads - 1) / threads),
                   static_cast<unsigned>(std::min<int64_t>(p.rows, 65535)));
   if (vec) {
-    kern::act_mul_vec_kernel<E, kAct><<<grid, threads, 0, stream>>>(p);
+    ANVIL_CUDA_RETURN_IF_ERROR(launch_chained(kern::act_mul_vec_kernel<E, kAct>, grid, threads, 0, stream, p),
+                               "act_mul_vec_kernel");
   } else {
-    kern::act_mul_scalar_kernel<E, kAct><<<grid, threads, 0, stream>>>(p);
+    ANVIL_CUDA_RETURN_IF_ERROR(launch_chained(kern::act_mul_scalar_kernel<E, kAct>, grid, threads, 0, stream, p),
+                               "act_mul_scalar_kernel");
   }
   return check_launch(vec ? "act_mul_vec_kernel" : "act_mul_scalar_kernel");
 }

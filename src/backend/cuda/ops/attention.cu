@@ -16,6 +16,7 @@
 #include "backend/cuda/kernels/attention/attention_decode_v1.cuh"
 #include "backend/cuda/kernels/attention/attention_prefill.cuh"
 #include "backend/cuda/kernels/attention/attention_reference.cuh"
+#include "backend/cuda/ops/pdl_launch.h"
 
 namespace anvil::cuda {
 namespace {
@@ -94,6 +95,51 @@ Status launch_decode_v1(const AttentionLaunch& p, AttentionParams prm, cudaStrea
   return Status::ok();
 }
 
+// The separate merge of split partials (v2 / v3 when the workspace holds no arrival counters).
+template <typename T, int D>
+Status launch_combine(const AttentionParams& prm, cudaStream_t stream) {
+  ANVIL_CUDA_RETURN_IF_ERROR(launch_chained(attn::attention_decode_combine_kernel<T, D>,
+                                            dim3(prm.num_seqs, prm.num_heads), dim3(32), 0, stream, prm),
+                             "attention: attention_decode_combine_kernel");
+  return check_launch("attention: attention_decode_combine_kernel");
+}
+
+// One split-KV decode launch (v2 or v3): residency asked once per kernel, splits chosen for it,
+// the partials' merge fused into the last CTA when the workspace holds a counter for every
+// (sequence, KV head), else a separate combine launch.
+// The kernel is a template argument so that each kernel keeps its own residency.
+template <typename T, int D, auto kKernel>
+Status launch_split_decode(int threads, size_t smem, int granule, const char* name, const AttentionLaunch& p,
+                           AttentionParams prm, cudaStream_t stream) {
+  const auto kernel = kKernel;
+  ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, name));
+  // Resident CTAs per SM: a property of the kernel and the architecture, asked once per kernel
+  // (all GPUs of a process are assumed to be of one architecture).
+  static const int ctas_per_sm = [&] {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess || n <= 0) {
+      cudaGetLastError();
+      n = 2;
+    }
+    return n;
+  }();
+  const bool fused = p.workspace != nullptr && p.workspace_zeroed &&
+                     static_cast<size_t>(prm.num_seqs) * prm.num_kv_heads <= counter_count(p.workspace_bytes);
+  choose_splits(p, ctas_per_sm * multiprocessor_count(),
+                p.workspace != nullptr ? (fused ? partial_capacity(p.workspace_bytes) : p.workspace_bytes) : 0,
+                granule, prm);
+  prm.split_counters = nullptr;
+  if (fused && prm.num_splits > 1) {
+    prm.split_counters =
+        reinterpret_cast<int*>(static_cast<char*>(p.workspace) + partial_capacity(p.workspace_bytes));
+  }
+  const dim3 grid(prm.num_seqs, prm.num_kv_heads, prm.num_splits);
+  ANVIL_CUDA_RETURN_IF_ERROR(launch_chained(kernel, grid, dim3(threads), smem, stream, prm), name);
+  ANVIL_RETURN_IF_ERROR(check_launch(name));
+  if (prm.num_splits > 1 && prm.split_counters == nullptr) return launch_combine<T, D>(prm, stream);
+  return Status::ok();
+}
+
 template <typename T, int D, int kMaxG, KvQuant Q>
 Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
   if constexpr (Q == KvQuant::kNone) {
@@ -102,73 +148,18 @@ Status launch_decode_g(const AttentionLaunch& p, AttentionParams prm, cudaStream
     if (p.decode_version == 1) return unsupported("attention: the frozen v1 decode kernel reads no quantized KV cache");
   }
   using Shape = attn::DecodeShape<D, kMaxG, attn::KvBytes<Q>::kValue>;
-  constexpr size_t smem = Shape::template smem_bytes<T>();
-  auto kernel = attn::attention_decode_kernel<T, D, kMaxG, Q>;
-  ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_decode_kernel)"));
-  // Resident CTAs per SM: a property of the kernel and the architecture, asked once (all GPUs of
-  // a process are assumed to be of one architecture).
-  static const int ctas_per_sm = [&] {
-    int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, attn::kDecodeThreads, smem) != cudaSuccess || n <= 0) {
-      cudaGetLastError();
-      n = 2;
-    }
-    return n;
-  }();
-  // Counters: only in a zeroed workspace, and only while every (sequence, KV head) has one.
-  const bool fused = p.workspace != nullptr && p.workspace_zeroed &&
-                     static_cast<size_t>(prm.num_seqs) * prm.num_kv_heads <= counter_count(p.workspace_bytes);
-  choose_splits(p, ctas_per_sm * multiprocessor_count(),
-                p.workspace != nullptr ? (fused ? partial_capacity(p.workspace_bytes) : p.workspace_bytes) : 0,
-                kPartitionGranule, prm);
-  prm.split_counters = nullptr;
-  if (fused && prm.num_splits > 1) {
-    prm.split_counters =
-        reinterpret_cast<int*>(static_cast<char*>(p.workspace) + partial_capacity(p.workspace_bytes));
-  }
-  const dim3 grid(prm.num_seqs, prm.num_kv_heads, prm.num_splits);
-  kernel<<<grid, attn::kDecodeThreads, smem, stream>>>(prm);
-  ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_kernel"));
-  if (prm.num_splits > 1 && prm.split_counters == nullptr) {
-    attn::attention_decode_combine_kernel<T, D><<<dim3(prm.num_seqs, prm.num_heads), 32, 0, stream>>>(prm);
-    ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_combine_kernel"));
-  }
-  return Status::ok();
+  return launch_split_decode<T, D, attn::attention_decode_kernel<T, D, kMaxG, Q>>(
+      attn::kDecodeThreads, Shape::template smem_bytes<T>(), kPartitionGranule, "attention: attention_decode_kernel", p,
+      prm, stream);
 }
 
 // The tensor-core decode kernel (v3); same workspace, counters and split rules as v2, whole
 // 64-key tiles per split.
 template <typename T, int D, KvQuant Q>
 Status launch_decode_v3(const AttentionLaunch& p, AttentionParams prm, cudaStream_t stream) {
-  constexpr size_t smem = attn::v3::Shape<D, Q>::smem_bytes();
-  auto kernel = attn::v3::attention_decode_mma_kernel<T, D, Q>;
-  ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_decode_mma_kernel)"));
-  static const int ctas_per_sm = [&] {
-    int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, attn::v3::kThreads, smem) != cudaSuccess || n <= 0) {
-      cudaGetLastError();
-      n = 2;
-    }
-    return n;
-  }();
-  const bool fused = p.workspace != nullptr && p.workspace_zeroed &&
-                     static_cast<size_t>(prm.num_seqs) * prm.num_kv_heads <= counter_count(p.workspace_bytes);
-  choose_splits(p, ctas_per_sm * multiprocessor_count(),
-                p.workspace != nullptr ? (fused ? partial_capacity(p.workspace_bytes) : p.workspace_bytes) : 0,
-                kPartitionGranuleV3, prm);
-  prm.split_counters = nullptr;
-  if (fused && prm.num_splits > 1) {
-    prm.split_counters =
-        reinterpret_cast<int*>(static_cast<char*>(p.workspace) + partial_capacity(p.workspace_bytes));
-  }
-  const dim3 grid(prm.num_seqs, prm.num_kv_heads, prm.num_splits);
-  kernel<<<grid, attn::v3::kThreads, smem, stream>>>(prm);
-  ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_mma_kernel"));
-  if (prm.num_splits > 1 && prm.split_counters == nullptr) {
-    attn::attention_decode_combine_kernel<T, D><<<dim3(prm.num_seqs, prm.num_heads), 32, 0, stream>>>(prm);
-    ANVIL_RETURN_IF_ERROR(check_launch("attention: attention_decode_combine_kernel"));
-  }
-  return Status::ok();
+  return launch_split_decode<T, D, attn::v3::attention_decode_mma_kernel<T, D, Q>>(
+      attn::v3::kThreads, attn::v3::Shape<D, Q>::smem_bytes(), kPartitionGranuleV3,
+      "attention: attention_decode_mma_kernel", p, prm, stream);
 }
 
 // Decode kernel choice: decode_version 1 / 2 / 3 forces that kernel; 0 takes v3 wherever it
@@ -197,7 +188,8 @@ Status launch_prefill_mt(const AttentionParams& prm, int64_t tiles, cudaStream_t
   auto kernel = attn::attention_prefill_kernel<T, D, kPrefillWarps, kMTiles, Q>;
   ANVIL_RETURN_IF_ERROR(set_smem(kernel, smem, "attention: cudaFuncSetAttribute(attention_prefill_kernel)"));
   const dim3 grid(static_cast<unsigned>(tiles), prm.num_seqs, prm.num_kv_heads);
-  kernel<<<grid, Shape::kThreads, smem, stream>>>(prm);
+  ANVIL_CUDA_RETURN_IF_ERROR(launch_chained(kernel, grid, dim3(Shape::kThreads), smem, stream, prm),
+                             "attention: attention_prefill_kernel");
   return check_launch("attention: attention_prefill_kernel");
 }
 

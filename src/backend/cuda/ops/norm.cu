@@ -5,6 +5,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/norm/rms_norm.cuh"
 #include "backend/cuda/ops/elementwise.h"
+#include "backend/cuda/ops/pdl_launch.h"
 
 namespace anvil::cuda {
 namespace {
@@ -22,16 +23,19 @@ Status launch_typed(const kern::RmsNormParams& p, cudaStream_t stream) {
     while (vecs < 8 && packs > vecs * 256) vecs *= 2;
     int threads = std::min(1024, (packs + vecs - 1) / vecs);
     threads = std::max(32, (threads + 31) / 32 * 32);
+    cudaError_t err = cudaSuccess;
     switch (vecs) {
-      case 1: kern::rms_norm_vec_kernel<E, 1><<<grid, threads, 0, stream>>>(p); break;
-      case 2: kern::rms_norm_vec_kernel<E, 2><<<grid, threads, 0, stream>>>(p); break;
-      case 4: kern::rms_norm_vec_kernel<E, 4><<<grid, threads, 0, stream>>>(p); break;
-      default: kern::rms_norm_vec_kernel<E, 8><<<grid, threads, 0, stream>>>(p); break;
+      case 1: err = launch_chained(kern::rms_norm_vec_kernel<E, 1>, grid, threads, 0, stream, p); break;
+      case 2: err = launch_chained(kern::rms_norm_vec_kernel<E, 2>, grid, threads, 0, stream, p); break;
+      case 4: err = launch_chained(kern::rms_norm_vec_kernel<E, 4>, grid, threads, 0, stream, p); break;
+      default: err = launch_chained(kern::rms_norm_vec_kernel<E, 8>, grid, threads, 0, stream, p); break;
     }
+    ANVIL_CUDA_RETURN_IF_ERROR(err, "rms_norm_vec_kernel");
     return check_launch("rms_norm_vec_kernel");
   }
   const int threads = std::min(1024, std::max(32, (p.hidden + 31) / 32 * 32));
-  kern::rms_norm_scalar_kernel<E><<<grid, threads, 0, stream>>>(p);
+  ANVIL_CUDA_RETURN_IF_ERROR(launch_chained(kern::rms_norm_scalar_kernel<E>, grid, threads, 0, stream, p),
+                             "rms_norm_scalar_kernel");
   return check_launch("rms_norm_scalar_kernel");
 }
 

@@ -6,32 +6,29 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/rope/rope_kv_write.cuh"
 #include "backend/cuda/ops/elementwise.h"
+#include "backend/cuda/ops/pdl_launch.h"
 
 namespace anvil::cuda {
 namespace {
 
 template <class E, bool kPairs>
-void launch_store(const kern::RopeKvParams& p, kern::KvStore store, int threads, cudaStream_t stream) {
+cudaError_t launch_store(const kern::RopeKvParams& p, kern::KvStore store, int threads, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.num_tokens)), block(static_cast<unsigned>(threads));
   switch (store) {
     case kern::KvStore::kSame:
-      kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kSame><<<p.num_tokens, threads, 0, stream>>>(p);
-      return;
+      return launch_chained(kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kSame>, grid, block, 0, stream, p);
     case kern::KvStore::kFp8E4M3:
-      kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kFp8E4M3><<<p.num_tokens, threads, 0, stream>>>(p);
-      return;
+      return launch_chained(kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kFp8E4M3>, grid, block, 0, stream, p);
     case kern::KvStore::kInt8:
-      kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kInt8><<<p.num_tokens, threads, 0, stream>>>(p);
-      return;
+      return launch_chained(kern::rope_kv_write_kernel<E, kPairs, kern::KvStore::kInt8>, grid, block, 0, stream, p);
   }
+  return cudaErrorInvalidValue;
 }
 
 template <class E>
-void launch_kernel(const kern::RopeKvParams& p, kern::KvStore store, bool pairs, int threads, cudaStream_t stream) {
-  if (pairs) {
-    launch_store<E, true>(p, store, threads, stream);
-  } else {
-    launch_store<E, false>(p, store, threads, stream);
-  }
+cudaError_t launch_kernel(const kern::RopeKvParams& p, kern::KvStore store, bool pairs, int threads,
+                          cudaStream_t stream) {
+  return pairs ? launch_store<E, true>(p, store, threads, stream) : launch_store<E, false>(p, store, threads, stream);
 }
 
 }  // namespace
@@ -79,11 +76,9 @@ Status launch_rope_kv_write(const RopeKvLaunch& a, cudaStream_t stream) {
     return unsupported("rope_kv_write: kv cache dtype " + std::string(dtype_name(a.kv_dtype)) + " with " +
                        std::string(dtype_name(a.dtype)) + " activations (the cache holds the activation dtype, f8e4m3 or i8)");
   }
-  if (a.dtype == DType::kBF16) {
-    launch_kernel<kern::Bf16>(p, store, pairs, threads, stream);
-  } else {
-    launch_kernel<kern::F16>(p, store, pairs, threads, stream);
-  }
+  const cudaError_t err = a.dtype == DType::kBF16 ? launch_kernel<kern::Bf16>(p, store, pairs, threads, stream)
+                                                  : launch_kernel<kern::F16>(p, store, pairs, threads, stream);
+  ANVIL_CUDA_RETURN_IF_ERROR(err, "rope_kv_write_kernel");
   return check_launch("rope_kv_write_kernel");
 }
 

@@ -1,6 +1,7 @@
 // Launcher for kernels/sampling/sample.cuh. Dynamic shared memory holds the penalty bitmap
 // (vocab / 8 bytes) and the fast path's candidates (12 bytes each): penalties are supported for
 // vocabularies up to ~1.2M ids.
+#include <algorithm>
 #include <atomic>
 
 #include "backend/cuda/cuda_check.h"
@@ -9,8 +10,27 @@
 
 namespace anvil::cuda {
 
+static_assert(kern::kSamplePartial == 6, "SampleWorkspace::bytes() counts 6 floats a partial");
+
+SampleWorkspace SampleWorkspace::over(void* zeroed) {
+  SampleWorkspace w;
+  w.partials = static_cast<float*>(zeroed);
+  w.counters = reinterpret_cast<unsigned*>(w.partials + size_t{kSampleMaxPartials} * kern::kSamplePartial);
+  return w;
+}
+
+int sample_splits(int64_t vocab, int rows, bool penalties, const SampleWorkspace* ws) {
+  if (ws == nullptr || penalties || rows <= 0 || rows > kSampleMaxRows) return 1;
+  constexpr int64_t kMinIds = 2048;  // below this a block's sweep is mostly start-up
+  constexpr int kMaxSplits = 64;
+  constexpr int kTargetBlocks = 256;  // ~2 per SM on an H100
+  int64_t s = std::min<int64_t>({(kTargetBlocks + rows - 1) / rows, vocab / kMinIds, kMaxSplits,
+                                 kSampleMaxPartials / rows});
+  return static_cast<int>(std::max<int64_t>(1, s));
+}
+
 Status launch_sample(const float* logits, int64_t vocab, const SamplingBatch& b, int32_t* out_ids,
-                     float* out_logprobs, cudaStream_t stream, int candidate_cap) {
+                     float* out_logprobs, cudaStream_t stream, int candidate_cap, const SampleWorkspace* ws) {
   if (b.num_rows == 0) return Status::ok();
   if (vocab <= 0 || vocab > 0x7fffffff) return invalid_argument("sample: vocab " + std::to_string(vocab));
   if (!b.all_greedy && (!b.temperature)) return invalid_argument("sample: temperature is required unless all_greedy");
@@ -42,6 +62,14 @@ Status launch_sample(const float* logits, int64_t vocab, const SamplingBatch& b,
     p.penalty_output_counts = b.penalty_output_counts;
     p.bitmap_words = static_cast<int>((vocab + 31) / 32);
   }
+  p.splits = sample_splits(vocab, b.num_rows, p.penalty_offsets != nullptr, ws);
+  if (p.splits > 1) {
+    p.ids_per_split = (vocab + p.splits - 1) / p.splits;
+    p.ids_per_split = (p.ids_per_split + 3) / 4 * 4;  // slices keep the rows' 16-byte alignment
+    p.splits = static_cast<int>((vocab + p.ids_per_split - 1) / p.ids_per_split);
+    p.split_partials = ws->partials;
+    p.split_counters = ws->counters;
+  }
   const size_t smem = kern::sample_smem_bytes(p.bitmap_words, p.candidate_cap);
   constexpr size_t kMaxDynamic = 200 * 1024;
   if (smem > kMaxDynamic) return unsupported("sample: penalties over a vocabulary of " + std::to_string(vocab));
@@ -53,7 +81,7 @@ Status launch_sample(const float* logits, int64_t vocab, const SamplingBatch& b,
         "sample: raising the shared-memory limit");
     raised = smem;
   }
-  kern::sample_kernel<<<b.num_rows, kern::kSampleThreads, smem, stream>>>(p);
+  kern::sample_kernel<<<dim3(b.num_rows, p.splits), kern::kSampleThreads, smem, stream>>>(p);
   return check_launch("sample_kernel");
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/kernels/common/pdl.cuh"
 #include "backend/cuda/kernels/common/vec.cuh"
 
 namespace anvil::cuda::kern {
@@ -31,6 +32,7 @@ __device__ __forceinline__ float activate(float g) {
 // f % 8 == 0 and pointers 16-byte aligned. grid.x covers f / 8 packs, grid.y strides rows.
 template <class E, ActKind kAct>
 __global__ void act_mul_vec_kernel(ActMulParams p) {
+  pdl_chain_enter();
   const int64_t pk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (pk * 8 >= p.f) return;
   for (int64_t row = blockIdx.y; row < p.rows; row += gridDim.y) {
@@ -46,6 +48,7 @@ __global__ void act_mul_vec_kernel(ActMulParams p) {
 
 template <class E, ActKind kAct>
 __global__ void act_mul_scalar_kernel(ActMulParams p) {
+  pdl_chain_enter();
   const int64_t col = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col >= p.f) return;
   for (int64_t row = blockIdx.y; row < p.rows; row += gridDim.y) {

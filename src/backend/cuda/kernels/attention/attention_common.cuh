@@ -21,6 +21,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/kernels/common/pdl.cuh"
+
 namespace anvil::cuda::attn {
 
 // Arguments common to all attention kernels. Shapes (T tokens, Hq query heads, Hkv KV heads,

@@ -63,6 +63,7 @@ struct DecodeShape {
 // Requires p.group <= kMaxG.
 template <typename T, int D, int kMaxG, KvQuant Q = KvQuant::kNone>
 __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(AttentionParams p) {
+  kern::pdl_chain_enter();
   constexpr int kKvBytes = KvBytes<Q>::kValue;
   using Shape = DecodeShape<D, kMaxG, kKvBytes>;
   constexpr int kChunks = Shape::kChunks;
@@ -326,6 +327,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_decode_kernel(Att
 // past the real context (never written) are not read.
 template <typename T, int D>
 __global__ void __launch_bounds__(32) attention_decode_combine_kernel(AttentionParams p) {
+  kern::pdl_chain_enter();
   constexpr int kPerLane = D / 32;
   const int seq = blockIdx.x;
   const int head = blockIdx.y;

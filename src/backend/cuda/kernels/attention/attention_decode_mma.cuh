@@ -99,6 +99,7 @@ __device__ __forceinline__ void codes4_to_h2(uint32_t w, uint32_t& lo, uint32_t&
 // Requires p.group <= kMaxGroup.
 template <typename T, int D, KvQuant Q = KvQuant::kNone>
 __global__ void __launch_bounds__(kThreads) attention_decode_mma_kernel(AttentionParams p) {
+  kern::pdl_chain_enter();
   using Sh = Shape<D, Q>;
   constexpr bool kQuant = Q != KvQuant::kNone;
   using MT = typename std::conditional<kQuant, __half, T>::type;  // MMA operand type

@@ -98,6 +98,7 @@ struct PrefillShape {
 // With one m-tile per warp the register budget is capped for 3 resident CTAs per SM.
 template <typename T, int D, int kWarps, int kMTiles, KvQuant Q = KvQuant::kNone>
 __global__ void __launch_bounds__(kWarps * 32, kMTiles == 1 ? 3 : 1) attention_prefill_kernel(AttentionParams p) {
+  kern::pdl_chain_enter();
   using Shape = PrefillShape<D, kWarps, kMTiles>;
   constexpr int BM = Shape::kRows;
   constexpr int BN = kPrefillTileKeys;

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/kernels/common/pdl.cuh"
 #include "backend/cuda/kernels/common/vec.cuh"
 
 namespace anvil::cuda::kern {
@@ -69,20 +70,6 @@ __device__ __forceinline__ uint4 load_stream16(const uint16_t* p) {
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                : "l"(p));
   return r;
-}
-
-// PDL: wait until the previous kernel on the stream has completed and flushed (no-op when not
-// launched with programmatic serialization, and below sm_90).
-__device__ __forceinline__ void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-// PDL: let the next kernel on the stream begin launching.
-__device__ __forceinline__ void launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
 }
 
 template <class E, int M, int ROWS>

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/kernels/common/pdl.cuh"
 #include "backend/cuda/kernels/common/vec.cuh"
 
 namespace anvil::cuda::kern {
@@ -30,6 +31,16 @@ __global__ void rms_norm_vec_kernel(RmsNormParams p) {
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const int num_packs = p.hidden / 8;
+  // The weight is constant: fetched before the PDL wait, so its latency hides behind the previous
+  // kernel instead of following the reduction.
+  launch_dependents();
+  Pack8 wv[kVecs];
+#pragma unroll
+  for (int j = 0; j < kVecs; ++j) {
+    const int pk = threadIdx.x + j * blockDim.x;
+    if (pk < num_packs) wv[j] = load_pack(p.weight + pk * 8);
+  }
+  grid_dependency_wait();
   const uint16_t* x = p.x + row * p.hidden;
   uint16_t* res = p.residual ? p.residual + row * p.hidden : nullptr;
   float v[kVecs][8];
@@ -62,10 +73,9 @@ __global__ void rms_norm_vec_kernel(RmsNormParams p) {
   for (int j = 0; j < kVecs; ++j) {
     const int pk = threadIdx.x + j * blockDim.x;
     if (pk < num_packs) {
-      const Pack8 w = load_pack(p.weight + pk * 8);
       Pack8 o;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) o.h[e] = E::store(E::load(w.h[e]) * E::round(v[j][e] * inv));
+      for (int e = 0; e < 8; ++e) o.h[e] = E::store(E::load(wv[j].h[e]) * E::round(v[j][e] * inv));
       store_pack(out + pk * 8, o);
     }
   }
@@ -74,6 +84,7 @@ __global__ void rms_norm_vec_kernel(RmsNormParams p) {
 // Any hidden size and alignment: two passes over the row (the second hits L1/L2).
 template <class E>
 __global__ void rms_norm_scalar_kernel(RmsNormParams p) {
+  pdl_chain_enter();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const uint16_t* x = p.x + row * p.hidden;

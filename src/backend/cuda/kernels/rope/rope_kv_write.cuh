@@ -22,6 +22,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/kernels/common/pdl.cuh"
 #include "backend/cuda/kernels/common/vec.cuh"
 
 namespace anvil::cuda::kern {
@@ -194,6 +195,10 @@ __device__ __forceinline__ void rope_finish_head(const RopeKvParams& p, int t, i
 // head_dim % 4 == 0 (so each lane's two elements sit together in one half).
 template <class E, bool kPairs, KvStore S = KvStore::kSame>
 __global__ void rope_kv_write_kernel(RopeKvParams p) {
+  // PDL chain: positions, slot_map and inv_freq are step metadata (host copies before the step's
+  // first kernel) and weights, never written by a kernel of the step, so the angles are computed
+  // while the previous kernel (the QKV projection) still runs; qkv is read after the wait.
+  launch_dependents();
   const int t = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
   const int d = p.head_dim, half = d / 2;
@@ -219,6 +224,7 @@ __global__ void rope_kv_write_kernel(RopeKvParams p) {
       sn[j] *= p.scaling;
     }
   }
+  grid_dependency_wait();
   // One head per warp iteration. (Pipelining two heads per warp with 24-warp blocks measured
   // slower on H100: 45.3 us vs 35.9 us at T=2048, Hq=32, Hkv=8; see bench/cuda_kernels.md.)
   for (int h = warp; h < total_heads; h += num_warps) {

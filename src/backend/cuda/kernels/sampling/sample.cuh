@@ -50,7 +50,17 @@ struct SampleParams {
   // Dynamic shared memory: [bitmap_words u32, padded to 8 bytes][cap u64 keys][cap f32 prefix].
   int bitmap_words = 0;             // 0 when no penalties apply
   int candidate_cap = 0;            // a power of two; 0 disables the fast path
+  // Split pass 0 (rows without penalties): grid.y = splits blocks per row each sweep a slice of
+  // ids_per_split ids (a multiple of 4), write their pass-0 partial to split_partials
+  // [rows][splits][kSamplePartial] and bump split_counters[row] (zero between launches); the block
+  // that arrives last merges the partials in split order and does the rest of the row alone.
+  int splits = 1;
+  int64_t ids_per_split = 0;
+  float* split_partials = nullptr;
+  unsigned* split_counters = nullptr;
 };
+
+constexpr int kSamplePartial = 6;  // raw max, raw sum, scaled max, scaled sum, best value, best id
 
 inline size_t sample_smem_bytes(int bitmap_words, int candidate_cap) {
   return (static_cast<size_t>(bitmap_words) * 4 + 7) / 8 * 8 + static_cast<size_t>(candidate_cap) * 12;
@@ -226,7 +236,13 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleParams p) 
   row.pres = p.presence_penalty ? p.presence_penalty[r] : 0.0f;
   row.freq = p.frequency_penalty ? p.frequency_penalty[r] : 0.0f;
   row.temp = p.temperature ? p.temperature[r] : 0.0f;
-  if (p.penalty_offsets) {
+  row.lo = 0;
+  row.hi = p.vocab;
+  if (p.splits > 1) {
+    row.lo = min(p.vocab, static_cast<int64_t>(blockIdx.y) * p.ids_per_split);
+    row.hi = min(p.vocab, row.lo + p.ids_per_split);
+  }
+  if (p.penalty_offsets) {  // never with splits (the launcher's rule)
     row.e_begin = p.penalty_offsets[r];
     row.e_end = p.penalty_offsets[r + 1];
     if (row.e_end > row.e_begin && p.bitmap_words > 0) {
@@ -291,6 +307,40 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleParams p) 
     }
   }
   __syncthreads();
+  if (p.splits > 1) {
+    float* part = p.split_partials + (static_cast<int64_t>(r) * p.splits + blockIdx.y) * kSamplePartial;
+    if (threadIdx.x == 0) {
+      part[0] = raw_m;
+      part[1] = raw_s;
+      part[2] = zm;
+      part[3] = zs;
+      part[4] = best;
+      part[5] = __int_as_float(best_id);
+      __threadfence();
+      const unsigned done = atomicAdd(p.split_counters + r, 1u);
+      sh.last_split = done == static_cast<unsigned>(p.splits - 1);
+    }
+    __syncthreads();
+    if (!sh.last_split) return;
+    __threadfence();
+    raw_m = -INFINITY, raw_s = 0.0f, zm = -INFINITY, zs = 0.0f, best = -INFINITY, best_id = INT_MAX;
+    const float* row_parts = p.split_partials + static_cast<int64_t>(r) * p.splits * kSamplePartial;
+    for (int sp = 0; sp < p.splits; ++sp) {  // split order: deterministic
+      const float* q = row_parts + sp * kSamplePartial;
+      lse_merge(raw_m, raw_s, __ldcg(q), __ldcg(q + 1));
+      lse_merge(zm, zs, __ldcg(q + 2), __ldcg(q + 3));
+      const float b2 = __ldcg(q + 4);
+      const int32_t i2 = __float_as_int(__ldcg(q + 5));
+      if (b2 > best || (b2 == best && i2 < best_id)) {
+        best = b2;
+        best_id = i2;
+      }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) p.split_counters[r] = 0;  // ready for the next launch
+    row.lo = 0;
+    row.hi = p.vocab;
+  }
   if (best_id == INT_MAX) best_id = 0;  // an all -inf / NaN row
 
   int32_t chosen = best_id;

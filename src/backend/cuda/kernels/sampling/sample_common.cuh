@@ -37,6 +37,7 @@ struct SampleShared {
   float sel_above, sel_above_mass;
   uint32_t min_u32;
   int32_t min_i32;
+  int32_t last_split;  // split pass 0: this block arrived last and finishes the row
 };
 
 // One row's view: raw logits, penalty entries and the temperature.
@@ -49,6 +50,7 @@ struct RowView {
   int32_t e_begin, e_end;
   float rep, pres, freq;
   float temp;  // > 0 divides; <= 0 leaves z = penalized logit (greedy)
+  int64_t lo = 0, hi = 0;  // the ids one sweep visits: [lo, hi) (the whole row but in a split pass 0)
 
   __device__ __forceinline__ float penalized(float l, int32_t count) const {
     if (rep != 1.0f) l = l > 0.0f ? l / rep : l * rep;
@@ -73,20 +75,20 @@ struct RowView {
   // two 16-byte loads in flight per thread: a pass is latency-bound otherwise.
   template <class F>
   __device__ __forceinline__ void for_each(F&& f) const {
-    int64_t start = 0;
-    if ((reinterpret_cast<uintptr_t>(x) & 15u) == 0) {
-      const float4* x4 = reinterpret_cast<const float4*>(x);
-      const int64_t n4 = vocab >> 2, stride = blockDim.x;
+    int64_t start = lo;
+    if ((reinterpret_cast<uintptr_t>(x + lo) & 15u) == 0) {
+      const float4* x4 = reinterpret_cast<const float4*>(x + lo);
+      const int64_t n4 = (hi - lo) >> 2, stride = blockDim.x;
       for (int64_t v = threadIdx.x; v < n4; v += 2 * stride) {
         const float4 a = __ldg(x4 + v);
         const bool has_b = v + stride < n4;
         const float4 b = has_b ? __ldg(x4 + v + stride) : a;
-        visit4(v * 4, a, f);
-        if (has_b) visit4((v + stride) * 4, b, f);
+        visit4(lo + v * 4, a, f);
+        if (has_b) visit4(lo + (v + stride) * 4, b, f);
       }
-      start = n4 * 4;
+      start = lo + n4 * 4;
     }
-    for (int64_t i = start + threadIdx.x; i < vocab; i += blockDim.x) visit(i, __ldg(x + i), f);
+    for (int64_t i = start + threadIdx.x; i < hi; i += blockDim.x) visit(i, __ldg(x + i), f);
     if (!bitmap) return;
     for (int32_t e = e_begin + static_cast<int32_t>(threadIdx.x); e < e_end; e += blockDim.x) {
       const int32_t id = ids[e];
