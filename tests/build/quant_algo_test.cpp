@@ -143,6 +143,29 @@ TEST(Awq, ScalesBeatRtnOnHeldOutInputs) {
   EXPECT_GT(clipped, 0);
 }
 
+// The Hessian form of the loss is the sample-row form over every row: tr(E H E^T) = ||X E^T||^2,
+// so both searches pick the same alpha with (up to f32 summation order) the same errors.
+TEST(Awq, HessianLossMatchesSampleRows) {
+  const int64_t n = 48, k = 128, rows = 192;
+  const int32_t g = 32;
+  const auto w = make_weights(n, k, 21);
+  const LinearInputStats stats = stats_of(make_inputs(rows, k, 22), rows, k, true);
+  auto by_rows = awq_search(w.data(), n, k, g, stats);
+  auto by_h = awq_search_hessian(w.data(), n, k, g, stats);
+  ASSERT_TRUE(by_rows.is_ok() && by_h.is_ok());
+  EXPECT_EQ(by_h->outputs_evaluated, n);
+  EXPECT_EQ(by_h->alpha, by_rows->alpha);
+  EXPECT_GT(by_h->alpha, 0.0f);
+  EXPECT_NEAR(by_h->error_rtn, by_rows->error_rtn, 1e-4 * by_rows->error_rtn);
+  EXPECT_NEAR(by_h->error_best, by_rows->error_best, 1e-4 * by_rows->error_best);
+  EXPECT_EQ(by_h->scales, by_rows->scales);
+  LinearInputStats no_h = stats;
+  no_h.hessian.pop_back();
+  auto bad = awq_search_hessian(w.data(), n, k, g, no_h);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("Hessian"), std::string::npos) << bad.status().message();
+}
+
 TEST(Awq, UniformInputsKeepScalesNearOne) {
   const int64_t n = 32, k = 128, rows = 64;
   const auto w = make_weights(n, k, 5);

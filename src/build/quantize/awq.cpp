@@ -64,17 +64,31 @@ double output_error(const float* x, int64_t rows, const float* e, int64_t m, int
   return s;
 }
 
-}  // namespace
+// The Hessian path's inputs: abs_mean [k] as check_stats checks it, hessian [k, k] finite.
+Status check_hessian_stats(const std::string& who, int64_t k, const LinearInputStats& stats) {
+  if (stats.k != k || static_cast<int64_t>(stats.abs_mean.size()) != k ||
+      static_cast<int64_t>(stats.hessian.size()) != k * k) {
+    return invalid_argument(who + ": calibration stats (K=" + std::to_string(stats.k) + ", " +
+                            std::to_string(stats.abs_mean.size()) + " means, " + std::to_string(stats.hessian.size()) +
+                            " Hessian entries) do not fit the weight's K=" + std::to_string(k));
+  }
+  for (int64_t c = 0; c < k; ++c) {
+    if (!(stats.abs_mean[c] >= 0.0f) || !std::isfinite(stats.abs_mean[c])) {
+      return invalid_argument(who + ": stats.abs_mean[" + std::to_string(c) + "] = " +
+                              std::to_string(stats.abs_mean[c]) + " is not a finite non-negative mean");
+    }
+  }
+  for (float v : stats.hessian) {
+    if (!std::isfinite(v)) return invalid_argument(who + ": the Hessian holds a value that is not finite");
+  }
+  return Status::ok();
+}
 
-Result<AwqScaleSearch> awq_search(const float* w, int64_t n, int64_t k, int32_t group_size,
-                                  const LinearInputStats& stats) {
-  const std::string who = "awq_search_scales";
-  ANVIL_RETURN_IF_ERROR(quant_detail::check_int4_group_args(who, w, n, k, group_size));
-  ANVIL_RETURN_IF_ERROR(check_stats(who, k, stats, /*need_mean=*/true));
-  const int64_t rows = static_cast<int64_t>(stats.sample_rows.size()) / k;
-
-  // Output channels the loss is measured on: all, or an even stride under the budget.
-  const int64_t m = std::clamp<int64_t>(kLossBudget / std::max<int64_t>(1, rows * k), 1, n);
+// The alpha grid shared by both loss measures: for each alpha, E = W - Q(W diag(s)) diag(1/s)
+// over m evenly strided output rows of w [n, k], scored by loss(E [m, k], m).
+template <typename Loss>
+AwqScaleSearch search_alpha(const float* w, int64_t n, int64_t k, int32_t group_size, const std::vector<float>& abs_mean,
+                            int64_t m, Loss&& loss) {
   std::vector<float> wsub(static_cast<size_t>(m * k));
   for (int64_t i = 0; i < m; ++i) {
     const int64_t r = i * n / m;
@@ -82,18 +96,18 @@ Result<AwqScaleSearch> awq_search(const float* w, int64_t n, int64_t k, int32_t 
   }
 
   float mean_max = 0.0f;
-  for (float v : stats.abs_mean) mean_max = std::max(mean_max, v);
+  for (float v : abs_mean) mean_max = std::max(mean_max, v);
   const float mean_floor = std::max(mean_max * 1e-6f, 1e-12f);  // dead channels: a tiny, finite base
 
   AwqScaleSearch best;
   best.outputs_evaluated = m;
   best.error_best = std::numeric_limits<double>::infinity();
-  std::vector<float> s(static_cast<size_t>(k)), ws(wsub.size()), wq(wsub.size()), et, out;
+  std::vector<float> s(static_cast<size_t>(k)), ws(wsub.size()), wq(wsub.size());
   for (int step = 0; step < kAlphaGrid; ++step) {
     const float alpha = static_cast<float>(step) / kAlphaGrid;
     float s_max = 0.0f, s_min = std::numeric_limits<float>::infinity();
     for (int64_t c = 0; c < k; ++c) {
-      s[c] = std::pow(std::max(stats.abs_mean[c], mean_floor), alpha);
+      s[c] = std::pow(std::max(abs_mean[c], mean_floor), alpha);
       s_max = std::max(s_max, s[c]);
       s_min = std::min(s_min, s[c]);
     }
@@ -110,7 +124,7 @@ Result<AwqScaleSearch> awq_search(const float* w, int64_t n, int64_t k, int32_t 
     quant_detail::int4_group_fake_quant(ws.data(), m, k, group_size, wq.data());
     for (int64_t i = 0; i < m; ++i)
       for (int64_t c = 0; c < k; ++c) wq[i * k + c] = wsub[i * k + c] - wq[i * k + c] / s[c];  // error E
-    const double err = output_error(stats.sample_rows.data(), rows, wq.data(), m, k, et, out);
+    const double err = loss(wq.data(), m);
     if (step == 0) best.error_rtn = err;
     if (err < best.error_best) {
       best.error_best = err;
@@ -118,8 +132,41 @@ Result<AwqScaleSearch> awq_search(const float* w, int64_t n, int64_t k, int32_t 
       best.scales = s;
     }
   }
-  // alpha = 0 gives s = 1 whose values are all representable (checked above), so a scale is set.
+  // alpha = 0 gives s = 1 whose values are all representable (checked by the callers), so a scale is set.
   return best;
+}
+
+}  // namespace
+
+Result<AwqScaleSearch> awq_search(const float* w, int64_t n, int64_t k, int32_t group_size,
+                                  const LinearInputStats& stats) {
+  const std::string who = "awq_search_scales";
+  ANVIL_RETURN_IF_ERROR(quant_detail::check_int4_group_args(who, w, n, k, group_size));
+  ANVIL_RETURN_IF_ERROR(check_stats(who, k, stats, /*need_mean=*/true));
+  const int64_t rows = static_cast<int64_t>(stats.sample_rows.size()) / k;
+  // Output channels the loss is measured on: all, or an even stride under the budget.
+  const int64_t m = std::clamp<int64_t>(kLossBudget / std::max<int64_t>(1, rows * k), 1, n);
+  std::vector<float> et, out;
+  return search_alpha(w, n, k, group_size, stats.abs_mean, m, [&](const float* e, int64_t mm) {
+    return output_error(stats.sample_rows.data(), rows, e, mm, k, et, out);
+  });
+}
+
+Result<AwqScaleSearch> awq_search_hessian(const float* w, int64_t n, int64_t k, int32_t group_size,
+                                          const LinearInputStats& stats) {
+  const std::string who = "awq_search_hessian";
+  ANVIL_RETURN_IF_ERROR(quant_detail::check_int4_group_args(who, w, n, k, group_size));
+  ANVIL_RETURN_IF_ERROR(check_hessian_stats(who, k, stats));
+  const int64_t m = std::clamp<int64_t>(kLossBudget / std::max<int64_t>(1, k * k), 1, n);
+  std::vector<float> eh;
+  return search_alpha(w, n, k, group_size, stats.abs_mean, m, [&](const float* e, int64_t mm) {
+    // tr(E H E^T) = sum(E o (E H)); gemm_sub leaves -E H.
+    eh.assign(static_cast<size_t>(mm * k), 0.0f);
+    quant_detail::gemm_sub(eh.data(), k, e, k, stats.hessian.data(), k, mm, k, k);
+    double s = 0.0;
+    for (size_t i = 0; i < eh.size(); ++i) s -= static_cast<double>(e[i]) * eh[i];
+    return s;
+  });
 }
 
 Result<std::vector<float>> awq_search_scales(const float* w, int64_t n, int64_t k, int32_t group_size,

@@ -29,6 +29,14 @@ struct AwqScaleSearch {
 Result<AwqScaleSearch> awq_search(const float* w, int64_t n, int64_t k, int32_t group_size,
                                   const LinearInputStats& stats);
 
+// The same search with the loss measured over every calibration token through the input's
+// Hessian: ||X E^T||^2 = tr(E H E^T), E = W - diag(1/s)-undone Q(W diag(s)). Needs stats.abs_mean
+// [k] and stats.hessian [k, k] (symmetric; sum_t x_t x_t^T); the output channels are strided
+// under the same budget (rows * k^2 multiply-adds per grid point). What int4-gptq runs before
+// GPTQ (sequential.h gives each layer's Hessians).
+Result<AwqScaleSearch> awq_search_hessian(const float* w, int64_t n, int64_t k, int32_t group_size,
+                                          const LinearInputStats& stats);
+
 // awq_search(...).scales.
 Result<std::vector<float>> awq_search_scales(const float* w, int64_t n, int64_t k, int32_t group_size,
                                              const LinearInputStats& stats);
