@@ -261,6 +261,21 @@ TEST(Gptq, Fp8BeatsSearchedRtn) {
   }
 }
 
+// The damped objective: with damp 0 it is gptq_output_error; damping only adds to it.
+TEST(Gptq, DampedOutputErrorMatchesUndampedAtZero) {
+  const int64_t n = 24, k = 96;
+  const auto w = make_weights(n, k, 41);
+  const auto h = stats_of(make_inputs(256, k, 42), 256, k, true).hessian;
+  const auto wq = int4_group_dequantize(int4_group_rtn(w.data(), n, k, 32));
+  const double plain = gptq_output_error(w.data(), wq.data(), n, k, h);
+  GptqOptions none;
+  none.damp = 0.0;
+  EXPECT_NEAR(gptq_damped_output_error(w.data(), wq.data(), n, k, h, none), plain, 1e-4 * plain);
+  const double damped = gptq_damped_output_error(w.data(), wq.data(), n, k, h, GptqOptions{});
+  EXPECT_GT(damped, plain * 1.01);
+  EXPECT_LT(damped, plain * 1.2);  // damping adds 0.1 * sum_i H_ii d_i^2, a fraction of the whole
+}
+
 TEST(Gptq, Fp8IdentityHessianIsRtn) {
   const int64_t n = 24, k = 192;
   const auto w = make_weights(n, k, 33);

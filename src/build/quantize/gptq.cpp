@@ -130,6 +130,38 @@ void gptq_sweep(std::vector<float>& wp, int64_t n, int64_t k, int64_t block, con
   }
 }
 
+// H in visiting order, both triangles, dead channels zeroed, damped as the sweep's objective is
+// (the shrinkage that keeps GPTQ from fitting the calibration tokens too closely): [k, k].
+std::vector<float> damped_hessian_in_order(const std::vector<float>& hessian, const std::vector<int64_t>& perm,
+                                           const std::vector<char>& dead, int64_t k, const GptqOptions& opts) {
+  std::vector<float> hp(static_cast<size_t>(k * k));
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t a = std::max(perm[i], perm[j]), b = std::min(perm[i], perm[j]);
+      hp[i * k + j] = (dead[a] || dead[b]) ? 0.0f : hessian[a * k + b];
+    }
+  double mean_diag = 0.0;
+  for (int64_t i = 0; i < k; ++i) mean_diag += hp[i * k + i];
+  mean_diag /= static_cast<double>(k);
+  for (int64_t i = 0; i < k; ++i) {
+    const double v = hp[i * k + i];
+    hp[i * k + i] = static_cast<float>(v + opts.damp * (opts.relative_damp ? std::max(v, 1e-3 * mean_diag) : mean_diag));
+  }
+  return hp;
+}
+
+// d H d^T per row, d = w0 - dq (both [n, k], in hp's column order; hp [k, k] symmetric).
+std::vector<double> row_output_errors(const std::vector<float>& w0, const std::vector<float>& dq,
+                                      const std::vector<float>& hp, int64_t n, int64_t k) {
+  std::vector<float> d(static_cast<size_t>(n * k)), dh(static_cast<size_t>(n * k), 0.0f);
+  for (int64_t x = 0; x < n * k; ++x) d[x] = w0[x] - dq[x];
+  quant_detail::gemm_sub(dh.data(), k, d.data(), k, hp.data(), k, n, k, k);  // -D H
+  std::vector<double> err(static_cast<size_t>(n), 0.0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < k; ++i) err[r] -= static_cast<double>(d[r * k + i]) * dh[r * k + i];
+  return err;
+}
+
 }  // namespace
 
 Result<QuantizedLinear> gptq_quantize_int4(const float* w, int64_t n, int64_t k, int32_t group_size,
@@ -211,6 +243,18 @@ Result<QuantizedLinear> gptq_quantize_fp8(const float* w, int64_t n, int64_t k, 
     return value[code] * q.scales[r];
   });
   return q;
+}
+
+double gptq_damped_output_error(const float* w, const float* wq, int64_t n, int64_t k, const std::vector<float>& hessian,
+                                const GptqOptions& opts) {
+  std::vector<char> dead;
+  std::vector<int64_t> perm;
+  visiting_order(hessian, k, /*act_order=*/false, &perm, &dead);
+  const std::vector<float> hp = damped_hessian_in_order(hessian, perm, dead, k, opts);
+  const std::vector<double> err = row_output_errors(std::vector<float>(w, w + n * k), std::vector<float>(wq, wq + n * k), hp, n, k);
+  double total = 0.0;
+  for (double e : err) total += e;
+  return total;
 }
 
 double gptq_output_error(const float* w, const float* wq, int64_t n, int64_t k, const std::vector<float>& hessian) {

@@ -48,7 +48,12 @@ Result<QuantizedLinear> gptq_quantize_int4(const float* w, int64_t n, int64_t k,
 Result<QuantizedLinear> gptq_quantize_fp8(const float* w, int64_t n, int64_t k, const std::vector<float>& hessian,
                                           const GptqOptions& opts);
 
-// The quantity GPTQ minimises: tr((W - Wq) H (W - Wq)^T), f64. w, wq [n, k]; hessian [k, k].
+// tr((W - Wq) H_d (W - Wq)^T) with H_d = H damped as `opts` damps it before the sweep (the
+// objective GPTQ minimises; dead channels contribute nothing). f32 GEMM, over ThreadPool::global().
+double gptq_damped_output_error(const float* w, const float* wq, int64_t n, int64_t k, const std::vector<float>& hessian,
+                                const GptqOptions& opts);
+
+// The undamped quantity: tr((W - Wq) H (W - Wq)^T), f64. w, wq [n, k]; hessian [k, k].
 // For tests and build-log reports.
 double gptq_output_error(const float* w, const float* wq, int64_t n, int64_t k, const std::vector<float>& hessian);
 
