@@ -167,7 +167,7 @@ Result<BuildReport> build_engine_from_definition(ModelDefinition def, const Chec
     }
     ANVIL_ASSIGN_OR_RETURN(calib_stats, collect_calibration_stats(def, ckpt, device, *calib, needs));
   }
-  std::map<std::string, QuantizedLinear> sequential;
+  SequentialQuantization sequential;
   if (quantizes_sequentially(o.quant)) {
     ANVIL_ASSIGN_OR_RETURN(sequential, quantize_gptq_sequentially(def, ckpt, device, *calib, o));
   }

@@ -123,35 +123,134 @@ CalibrationNeeds calibration_needs(const EngineBuildOptions& o) {
 
 bool quantizes_sequentially(QuantMethod m) { return m == QuantMethod::kInt4Gptq || m == QuantMethod::kFp8Gptq; }
 
-Result<std::map<std::string, QuantizedLinear>> quantize_gptq_sequentially(const ModelDefinition& def, const Checkpoint& ckpt,
-                                                                          Backend* device, const CalibrationData& calib,
-                                                                          const EngineBuildOptions& o) {
+Result<SequentialQuantization> quantize_gptq_sequentially(const ModelDefinition& def, const Checkpoint& ckpt,
+                                                          Backend* device, const CalibrationData& calib,
+                                                          const EngineBuildOptions& o) {
   if (!quantizes_sequentially(o.quant)) {
     return internal_error(std::string("--quant ") + quant_method_name(o.quant) + " does not quantize sequentially");
   }
   const int32_t group_size = o.group_size;
+  const bool int4 = o.quant == QuantMethod::kInt4Gptq;
   for (const auto& [weight, input] : projection_inputs(def.graph)) {
-    if (o.quant != QuantMethod::kInt4Gptq) break;
+    if (!int4) break;
     (void)input;
     const WeightSource* ws = find_weight_source(def, weight);
     if (ws && ws->shape.rank == 2 && ws->shape[1] % group_size != 0) {
       // plan() words this error with the group sizes that fit; let it.
-      return std::map<std::string, QuantizedLinear>{};
+      return SequentialQuantization{};
     }
   }
-  return quantize_sequentially(def, ckpt, device, calib,
-                               [&](const std::string&, const std::vector<float>& w, int64_t n, int64_t k,
-                                   const std::vector<float>& hessian) {
-                                 return o.quant == QuantMethod::kFp8Gptq
-                                            ? gptq_quantize_fp8(w.data(), n, k, hessian, GptqOptions{})
-                                            : gptq_quantize_int4(w.data(), n, k, group_size, hessian, GptqOptions{});
-                               });
+  // int4: AWQ scales where 1/s folds into the input's producer (as plan folds int4-awq's).
+  // down_of[gate_up] = the down_proj whose 1/s its up rows absorb.
+  std::map<std::string, Producer> producer;
+  std::map<std::string, std::string> down_of;
+  if (int4) {
+    for (const auto& [weight, input] : projection_inputs(def.graph)) {
+      const Producer prod = producer_of(def.graph, def.graph.find(input));
+      if (prod.kind == Producer::kNone) continue;
+      producer[weight] = prod;
+      if (prod.kind == Producer::kActMul) down_of[def.graph.tensor(prod.gate_up_weight).name] = weight;
+    }
+  }
+  SequentialQuantization out;
+  // The weight a projection is quantized from: its own W with, for gate_up, the up rows divided
+  // by down's scales, then the columns multiplied by its own scales.
+  auto scaled_weight = [&](const std::string& weight, std::vector<float> w, int64_t k, bool own_scales) {
+    if (auto d = down_of.find(weight); d != down_of.end()) {
+      const std::vector<float>& sd = out.column_scales.at(d->second);
+      const int64_t f = static_cast<int64_t>(sd.size());
+      for (int64_t j = 0; j < f; ++j)
+        for (int64_t c = 0; c < k; ++c) w[(f + j) * k + c] /= sd[j];
+    }
+    if (auto s = out.column_scales.find(weight); own_scales && s != out.column_scales.end()) {
+      const int64_t n = static_cast<int64_t>(w.size()) / k;
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < k; ++c) w[r * k + c] *= s->second[c];
+    }
+    return w;
+  };
+  LayerPlanner plan_layer = nullptr;
+  if (int4) {
+    plan_layer = [&](int64_t, const std::map<std::string, const LinearInputStats*>& inputs) -> Status {
+      // down first: gate_up's search sees its up rows divided by down's scales.
+      std::vector<std::string> order;
+      for (const auto& [weight, st] : inputs)
+        if (producer.count(weight) && producer.at(weight).kind == Producer::kActMul) order.push_back(weight);
+      for (const auto& [weight, st] : inputs)
+        if (producer.count(weight) && producer.at(weight).kind == Producer::kNorm) order.push_back(weight);
+      for (const std::string& weight : order) {
+        const WeightSource* ws = find_weight_source(def, weight);
+        if (!ws || ws->shape.rank != 2) return internal_error("AWQ: " + weight + " has no 2-D table entry");
+        const int64_t n = ws->shape[0], k = ws->shape[1];
+        ANVIL_ASSIGN_OR_RETURN(std::vector<float> w0, gather_weight_f32(def, *ws, ckpt, nullptr));
+        const std::vector<float> w = scaled_weight(weight, std::move(w0), k, /*own_scales=*/false);
+        Result<AwqScaleSearch> r = awq_search_hessian(w.data(), n, k, group_size, *inputs.at(weight));
+        if (!r.is_ok()) return r.status().with_context("AWQ scale search for " + weight);
+        ANVIL_LOG_INFO("awq %-28s alpha %.2f: output error %.4g (rtn) -> %.4g", weight.c_str(), r->alpha, r->error_rtn,
+                       r->error_best);
+        out.column_scales[weight] = std::move(r->scales);
+      }
+      return Status::ok();
+    };
+  }
+  auto quantize = [&](const std::string& weight, const std::vector<float>& w, int64_t n, int64_t k,
+                      const LinearInputStats& input) -> Result<SequentialProjection> {
+    SequentialProjection p;
+    auto s = out.column_scales.find(weight);
+    const bool folded = s != out.column_scales.end() || down_of.count(weight);
+    // W' = W diag(s) (gate_up: its up rows divided by down's scales) against the input x / s.
+    const std::vector<float> ws = folded ? scaled_weight(weight, w, k, /*own_scales=*/true) : w;
+    if (!int4) {
+      ANVIL_ASSIGN_OR_RETURN(p.q, gptq_quantize_fp8(w.data(), n, k, input.hessian, GptqOptions{}));
+    } else if (s == out.column_scales.end()) {
+      ANVIL_ASSIGN_OR_RETURN(p.q, gptq_quantize_int4(ws.data(), n, k, group_size, input.hessian, GptqOptions{}));
+    } else {
+      // The scaled input's Hessian: H' = diag(1/s) H diag(1/s).
+      std::vector<float> h = input.hessian;
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t j = 0; j < k; ++j) h[i * k + j] /= s->second[i] * s->second[j];
+      ANVIL_ASSIGN_OR_RETURN(p.q, gptq_quantize_int4(ws.data(), n, k, group_size, h, GptqOptions{}));
+      if (producer.at(weight).kind == Producer::kNorm) {
+        // AWQ's search measured its scales with RTN; GPTQ may do better without them. Keep the
+        // better of the two by GPTQ's own objective (relative damping commutes with the column
+        // scaling, so both errors are in one measure). down_proj keeps its scales: gate_up, in
+        // front of it, has already absorbed them.
+        const std::vector<float> wu = scaled_weight(weight, w, k, /*own_scales=*/false);
+        ANVIL_ASSIGN_OR_RETURN(QuantizedLinear plain, gptq_quantize_int4(wu.data(), n, k, group_size, input.hessian, GptqOptions{}));
+        const double e_scaled = gptq_damped_output_error(ws.data(), dequantize(p.q).data(), n, k, h, GptqOptions{});
+        const double e_plain = gptq_damped_output_error(wu.data(), dequantize(plain).data(), n, k, input.hessian, GptqOptions{});
+        ANVIL_LOG_INFO("awq+gptq %-28s error scaled %.4g plain %.4g", weight.c_str(), e_scaled, e_plain);
+        if (e_plain < e_scaled) {
+          p.q = std::move(plain);
+          out.column_scales.erase(s);
+          s = out.column_scales.end();
+        }
+      }
+    }
+    if (!folded) return p;
+    // Back to the checkpoint's coordinates for the calibration model: undo the column scales and
+    // (gate_up) the up rows' division.
+    p.runtime_weight = dequantize(p.q);
+    if (s != out.column_scales.end()) {
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < k; ++c) p.runtime_weight[r * k + c] /= s->second[c];
+    }
+    if (auto d = down_of.find(weight); d != down_of.end()) {
+      const std::vector<float>& sd = out.column_scales.at(d->second);
+      const int64_t f = static_cast<int64_t>(sd.size());
+      for (int64_t j = 0; j < f; ++j)
+        for (int64_t c = 0; c < k; ++c) p.runtime_weight[(f + j) * k + c] *= sd[j];
+    }
+    return p;
+  };
+  ANVIL_ASSIGN_OR_RETURN(out.weights, quantize_sequentially(def, ckpt, device, calib, quantize, plan_layer));
+  return out;
 }
 
 Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkpoint& ckpt, const EngineBuildOptions& o,
-                                        const CalibrationStats* stats, std::map<std::string, QuantizedLinear> sequential) {
+                                        const CalibrationStats* stats, SequentialQuantization sequential) {
   QuantizePass p;
-  p.sequential_ = std::move(sequential);
+  p.sequential_ = std::move(sequential.weights);
   if (!p.sequential_.empty() && !quantizes_sequentially(o.quant)) {
     return internal_error(std::string("quantize pass: --quant ") + quant_method_name(o.quant) + " takes no sequentially quantized weights");
   }
@@ -237,7 +336,9 @@ Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkp
 
   // Activation-aware factors, folded into the producer of each projection's input.
   const bool sq = o.quant == QuantMethod::kW8A8SmoothQuant;
-  if (!sq && o.quant != QuantMethod::kInt4Awq) return p;
+  // Sequential methods bring their scales (AWQ's, for int4): a projection without any has none.
+  const bool seq_scales = quantizes_sequentially(o.quant);
+  if (!sq && o.quant != QuantMethod::kInt4Awq && !seq_scales) return p;
   for (const auto& [weight, input] : projection_inputs(g)) {
     const Producer prod = producer_of(g, g.find(input));
     // Both methods fold 1/s into the RMSNorm before qkv / gate_up and into the up rows of gate_up
@@ -248,20 +349,26 @@ Result<QuantizePass> QuantizePass::plan(const ModelDefinition& def, const Checkp
     const bool fold_up = prod.kind == Producer::kActMul;
     if (!fold_norm && !fold_up) continue;
     Projection& pr = p.projections_[weight];
-    const WeightSource* ws = find_weight_source(def, weight);
-    ANVIL_ASSIGN_OR_RETURN(std::vector<float> w, gather_weight_f32(def, *ws, ckpt, nullptr));
-    const LinearInputStats& st = stats->linear_inputs.at(weight);
     std::vector<float> s;
-    if (sq) {
-      s = smoothquant_factors(w.data(), pr.n, pr.k, st, kSmoothQuantAlpha);
-      const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
-      ANVIL_LOG_INFO("smoothquant %-28s alpha %.2f: factors min %.3g max %.3g", weight.c_str(), kSmoothQuantAlpha, *lo, *hi);
-      if (*lo == 1.0f && *hi == 1.0f) ANVIL_LOG_WARN("smoothquant %s: every factor is 1; the calibration statistics carry nothing", weight.c_str());
+    if (seq_scales) {
+      auto found = sequential.column_scales.find(weight);
+      if (found == sequential.column_scales.end()) continue;
+      s = std::move(found->second);
     } else {
-      Result<AwqScaleSearch> r = awq_search(w.data(), pr.n, pr.k, p.group_size_, st);
-      if (!r.is_ok()) return r.status().with_context("AWQ scale search for " + weight);
-      ANVIL_LOG_INFO("awq %-28s alpha %.2f: output error %.4g (rtn) -> %.4g", weight.c_str(), r->alpha, r->error_rtn, r->error_best);
-      s = std::move(r->scales);
+      const WeightSource* ws = find_weight_source(def, weight);
+      ANVIL_ASSIGN_OR_RETURN(std::vector<float> w, gather_weight_f32(def, *ws, ckpt, nullptr));
+      const LinearInputStats& st = stats->linear_inputs.at(weight);
+      if (sq) {
+        s = smoothquant_factors(w.data(), pr.n, pr.k, st, kSmoothQuantAlpha);
+        const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
+        ANVIL_LOG_INFO("smoothquant %-28s alpha %.2f: factors min %.3g max %.3g", weight.c_str(), kSmoothQuantAlpha, *lo, *hi);
+        if (*lo == 1.0f && *hi == 1.0f) ANVIL_LOG_WARN("smoothquant %s: every factor is 1; the calibration statistics carry nothing", weight.c_str());
+      } else {
+        Result<AwqScaleSearch> r = awq_search(w.data(), pr.n, pr.k, p.group_size_, st);
+        if (!r.is_ok()) return r.status().with_context("AWQ scale search for " + weight);
+        ANVIL_LOG_INFO("awq %-28s alpha %.2f: output error %.4g (rtn) -> %.4g", weight.c_str(), r->alpha, r->error_rtn, r->error_best);
+        s = std::move(r->scales);
+      }
     }
     if (static_cast<int64_t>(s.size()) != pr.k) return internal_error("quantize pass: factor count differs from K for " + weight);
     if (fold_norm) {

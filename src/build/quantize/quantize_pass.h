@@ -34,11 +34,21 @@ CalibrationNeeds calibration_needs(const EngineBuildOptions& o);
 // True when the method quantizes layer by layer during calibration (sequential.h): GPTQ.
 bool quantizes_sequentially(QuantMethod m);
 
+// What the layer-by-layer run made: every projection's packed weight and, for int4-gptq, the
+// AWQ column scales s it quantized W diag(s) with (plan folds 1/s into the producers as int4-awq
+// does: the RMSNorm weights, the up rows of gate_up).
+struct SequentialQuantization {
+  std::map<std::string, QuantizedLinear> weights;
+  std::map<std::string, std::vector<float>> column_scales;  // by weight; none for o_proj
+};
+
 // The layer-by-layer run of such a method (quantize_sequentially with the method's quantizer and
-// options), for QuantizePass::plan. `device` null: on the CPU.
-Result<std::map<std::string, QuantizedLinear>> quantize_gptq_sequentially(const ModelDefinition& def, const Checkpoint& ckpt,
-                                                                          Backend* device, const CalibrationData& calib,
-                                                                          const EngineBuildOptions& o);
+// options), for QuantizePass::plan. `device` null: on the CPU. int4-gptq first searches AWQ
+// scales per layer (awq_search_hessian over that layer's Hessians), then runs GPTQ on W diag(s)
+// with the Hessian diag(1/s) H diag(1/s) of the scaled input.
+Result<SequentialQuantization> quantize_gptq_sequentially(const ModelDefinition& def, const Checkpoint& ckpt,
+                                                          Backend* device, const CalibrationData& calib,
+                                                          const EngineBuildOptions& o);
 
 // The kQLinear that replaces projection node `n` (a kLinear reading weight "<base>.weight",
 // [n_out, k]) in `out`: its weights "<base>.qweight", ".scales" and, for kInt4Group, ".offsets"
@@ -61,11 +71,10 @@ class QuantizePass {
   // computes the smoothing / AWQ factors, reading the projections they need from `ckpt`. `stats`
   // must hold what calibration_needs(o) asked for; it must outlive the pass (GPTQ reads its
   // Hessians in produce()). With quant none and no KV quantization the pass changes nothing.
-  // `sequential`: the projections quantized_sequentially already made (GPTQ needs them all;
+  // `sequential`: what quantize_gptq_sequentially already made (GPTQ needs every projection;
   // other methods take none).
   static Result<QuantizePass> plan(const ModelDefinition& def, const Checkpoint& ckpt, const EngineBuildOptions& o,
-                                   const CalibrationStats* stats,
-                                   std::map<std::string, QuantizedLinear> sequential = {});
+                                   const CalibrationStats* stats, SequentialQuantization sequential = {});
 
   // The graph with every quantized projection rewritten to kQLinear (dropped weight tensors
   // removed). Unchanged when quant is none.

@@ -15,16 +15,32 @@
 
 namespace anvil {
 
-// Quantizes one projection: w is its f32 [n, k] weight as the checkpoint has it, hessian its
-// input's sum_t x_t x_t^T [k, k] (symmetric) from the sequential run.
-using ProjectionQuantizer = std::function<Result<QuantizedLinear>(const std::string& weight, const std::vector<float>& w,
-                                                                  int64_t n, int64_t k, const std::vector<float>& hessian)>;
+// A projection as the sequential run quantized it: the packed weight and, when the quantizer
+// changed coordinates (AWQ's column scales, folded elsewhere), the f32 [n, k] weight in the
+// checkpoint's coordinates that the calibration model runs from then on (so the later layers see
+// what the engine will compute); empty: dequantize(q).
+struct SequentialProjection {
+  QuantizedLinear q;
+  std::vector<float> runtime_weight;
+};
+
+// Quantizes one projection: w is its f32 [n, k] weight as the checkpoint has it, input the
+// statistics of its input from the sequential run (k, tokens, abs_max, abs_mean [k] and the
+// symmetric Hessian sum_t x_t x_t^T [k, k]).
+using ProjectionQuantizer = std::function<Result<SequentialProjection>(
+    const std::string& weight, const std::vector<float>& w, int64_t n, int64_t k, const LinearInputStats& input)>;
+
+// Optional: called once per layer after its calibration pass, before its first projection is
+// quantized, with every projection's input statistics by weight name (a method whose choices for
+// one projection depend on another's, as AWQ's down_proj scales fold into gate_up, plans here).
+using LayerPlanner = std::function<Status(int64_t layer, const std::map<std::string, const LinearInputStats*>& inputs)>;
 
 // Every layer projection of `def` (projection_inputs), quantized in layer order by `quantize`.
 // Runs on `device` or, when null, the CPU. Cost: num_layers calibration passes plus the
 // quantizer's own work.
 Result<std::map<std::string, QuantizedLinear>> quantize_sequentially(const ModelDefinition& def, const Checkpoint& ckpt,
                                                                      Backend* device, const CalibrationData& data,
-                                                                     const ProjectionQuantizer& quantize);
+                                                                     const ProjectionQuantizer& quantize,
+                                                                     const LayerPlanner& plan_layer = nullptr);
 
 }  // namespace anvil
