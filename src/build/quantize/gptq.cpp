@@ -26,6 +26,11 @@ using quant_detail::Int4GroupParams;
 // U = upper Cholesky factor of A^-1 for A = H_perm + damp I, through the reversed matrix: if
 // J A J = L L^T (J reverses the order) then A = (J L J)(J L J)^T with J L J upper, and
 // A^-1 = U^T U for U = (J L J)^-1 = J L^-1 J, upper. One Cholesky and one triangular inverse.
+// GptqOptions' damping of one diagonal entry v of H (mean_diag: the mean of H's diagonal).
+double damped_diagonal(double v, double mean_diag, double damp, bool relative) {
+  return v + damp * (relative ? std::max(v, 1e-3 * mean_diag) : mean_diag);
+}
+
 Result<std::vector<float>> inverse_hessian_factor(const std::vector<float>& hessian, const std::vector<int64_t>& perm,
                                                   const std::vector<char>& dead, int64_t k, double damp,
                                                   bool relative) {
@@ -43,8 +48,7 @@ Result<std::vector<float>> inverse_hessian_factor(const std::vector<float>& hess
         const int64_t r = std::max(pi, pj), c = std::min(pi, pj);
         double v = (dead[pi] || dead[pj]) ? 0.0 : static_cast<double>(hessian[r * k + c]);
         if (i == j) {
-          v = dead[pi] ? 1.0 : v;
-          v += damp * (relative ? std::max(v, 1e-3 * mean_diag) : mean_diag);
+          v = damped_diagonal(dead[pi] ? 1.0 : v, mean_diag, damp, relative);
         }
         a[static_cast<size_t>(i * k + j)] = v;
       }
@@ -144,8 +148,7 @@ std::vector<float> damped_hessian_in_order(const std::vector<float>& hessian, co
   for (int64_t i = 0; i < k; ++i) mean_diag += hp[i * k + i];
   mean_diag /= static_cast<double>(k);
   for (int64_t i = 0; i < k; ++i) {
-    const double v = hp[i * k + i];
-    hp[i * k + i] = static_cast<float>(v + opts.damp * (opts.relative_damp ? std::max(v, 1e-3 * mean_diag) : mean_diag));
+    hp[i * k + i] = static_cast<float>(damped_diagonal(hp[i * k + i], mean_diag, opts.damp, opts.relative_damp));
   }
   return hp;
 }

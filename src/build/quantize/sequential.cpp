@@ -1,5 +1,5 @@
 // quantize_sequentially: group the projections by layer, then per layer one calibration pass that
-// gathers the statistics (Hessian, |x| mean and max) of that layer's projection inputs, plan,
+// gathers the statistics (Hessian, mean |x|) of that layer's projection inputs, plan,
 // quantize, write the quantized weights back into the calibration model.
 #include "build/quantize/sequential.h"
 
@@ -56,7 +56,6 @@ Result<std::map<std::string, QuantizedLinear>> quantize_sequentially(const Model
         LinearInputStats& st = inputs[input];
         st.k = def.graph.tensor(def.graph.find(input)).shape.numel();
         st.hessian.assign(static_cast<size_t>(st.k * st.k), 0.0f);
-        st.abs_max.assign(static_cast<size_t>(st.k), 0.0f);
         abs_sum[input].assign(static_cast<size_t>(st.k), 0.0);
       }
     }
@@ -67,11 +66,7 @@ Result<std::map<std::string, QuantizedLinear>> quantize_sequentially(const Model
         add_to_hessian(x, t, st.k, &st.hessian);
         std::vector<double>& sum = abs_sum[input];
         for (int64_t r = 0; r < t; ++r)
-          for (int64_t c = 0; c < st.k; ++c) {
-            const float a = std::fabs(x[r * st.k + c]);
-            st.abs_max[c] = std::max(st.abs_max[c], a);
-            sum[c] += a;
-          }
+          for (int64_t c = 0; c < st.k; ++c) sum[c] += std::fabs(x[r * st.k + c]);
         st.tokens += t;
       }
       return Status::ok();

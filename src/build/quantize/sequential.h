@@ -25,7 +25,7 @@ struct SequentialProjection {
 };
 
 // Quantizes one projection: w is its f32 [n, k] weight as the checkpoint has it, input the
-// statistics of its input from the sequential run (k, tokens, abs_max, abs_mean [k] and the
+// statistics of its input from the sequential run (k, tokens, abs_mean [k] and the
 // symmetric Hessian sum_t x_t x_t^T [k, k]).
 using ProjectionQuantizer = std::function<Result<SequentialProjection>(
     const std::string& weight, const std::vector<float>& w, int64_t n, int64_t k, const LinearInputStats& input)>;

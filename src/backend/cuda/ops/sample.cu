@@ -19,8 +19,8 @@ SampleWorkspace SampleWorkspace::over(void* zeroed) {
   return w;
 }
 
-int sample_splits(int64_t vocab, int rows, bool penalties, const SampleWorkspace* ws) {
-  if (ws == nullptr || penalties || rows <= 0 || rows > kSampleMaxRows) return 1;
+int sample_splits(int64_t vocab, int rows, bool penalties, bool have_workspace) {
+  if (!have_workspace || penalties || rows <= 0 || rows > kSampleMaxRows) return 1;
   constexpr int64_t kMinIds = 2048;  // below this a block's sweep is mostly start-up
   constexpr int kMaxSplits = 64;
   constexpr int kTargetBlocks = 256;  // ~2 per SM on an H100
@@ -62,7 +62,7 @@ Status launch_sample(const float* logits, int64_t vocab, const SamplingBatch& b,
     p.penalty_output_counts = b.penalty_output_counts;
     p.bitmap_words = static_cast<int>((vocab + 31) / 32);
   }
-  p.splits = sample_splits(vocab, b.num_rows, p.penalty_offsets != nullptr, ws);
+  p.splits = sample_splits(vocab, b.num_rows, p.penalty_offsets != nullptr, ws != nullptr);
   if (p.splits > 1) {
     p.ids_per_split = (vocab + p.splits - 1) / p.splits;
     p.ids_per_split = (p.ids_per_split + 3) / 4 * 4;  // slices keep the rows' 16-byte alignment

@@ -30,7 +30,7 @@ struct SampleWorkspace {
 
 // Blocks per row for the first sweep: enough blocks in all to fill the GPU when rows are few, at
 // least 2048 ids a block, within the workspace; 1 without a workspace or with penalties.
-int sample_splits(int64_t vocab, int rows, bool penalties, const SampleWorkspace* ws);
+int sample_splits(int64_t vocab, int rows, bool penalties, bool have_workspace);
 
 // logits [rows, vocab] f32 (left unmodified); out_ids [rows] i32; out_logprobs [rows] f32 or null.
 // candidate_cap: a power of two <= 8192, or 0 to force the radix path (tests drive both).

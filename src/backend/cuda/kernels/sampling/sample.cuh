@@ -270,10 +270,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleParams p) 
   } else {
     row.for_each([&](int32_t id, float raw, float z) {
       lse_add(raw_m, raw_s, raw);
-      if (z > best || (z == best && id < best_id)) {
-        best = z;
-        best_id = id;
-      }
+      argmax_take(best, best_id, z, id);
     });
   }
 #pragma unroll
@@ -282,10 +279,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleParams p) 
     lse_merge(zm, zs, __shfl_xor_sync(0xffffffffu, zm, o), __shfl_xor_sync(0xffffffffu, zs, o));
     const float b2 = __shfl_xor_sync(0xffffffffu, best, o);
     const int32_t i2 = __shfl_xor_sync(0xffffffffu, best_id, o);
-    if (b2 > best || (b2 == best && i2 < best_id)) {
-      best = b2;
-      best_id = i2;
-    }
+    argmax_take(best, best_id, b2, i2);
   }
   if (lane == 0) {
     sh.red_a[warp] = raw_m;
@@ -300,11 +294,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleParams p) 
   for (int w = 0; w < num_warps; ++w) {
     lse_merge(raw_m, raw_s, sh.red_a[w], sh.red_b[w]);
     lse_merge(zm, zs, sh.red_c[w], sh.red_d[w]);
-    const float b2 = __uint_as_float(sh.count[w]);
-    if (b2 > best || (b2 == best && sh.red_i[w] < best_id)) {
-      best = b2;
-      best_id = sh.red_i[w];
-    }
+    argmax_take(best, best_id, __uint_as_float(sh.count[w]), sh.red_i[w]);
   }
   __syncthreads();
   if (p.splits > 1) {
@@ -329,12 +319,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleParams p) 
       const float* q = row_parts + sp * kSamplePartial;
       lse_merge(raw_m, raw_s, __ldcg(q), __ldcg(q + 1));
       lse_merge(zm, zs, __ldcg(q + 2), __ldcg(q + 3));
-      const float b2 = __ldcg(q + 4);
-      const int32_t i2 = __float_as_int(__ldcg(q + 5));
-      if (b2 > best || (b2 == best && i2 < best_id)) {
-        best = b2;
-        best_id = i2;
-      }
+      argmax_take(best, best_id, __ldcg(q + 4), __float_as_int(__ldcg(q + 5)));
     }
     __syncthreads();
     if (threadIdx.x == 0) p.split_counters[r] = 0;  // ready for the next launch

@@ -99,6 +99,15 @@ struct RowView {
   }
 };
 
+// Running argmax: takes (v, id) when it is larger, or equal with a lower id (ties go to the
+// lowest id wherever the candidates come from).
+__device__ __forceinline__ void argmax_take(float& best, int32_t& best_id, float v, int32_t id) {
+  if (v > best || (v == best && id < best_id)) {
+    best = v;
+    best_id = id;
+  }
+}
+
 // Online (max, sum of exp(v - max)) pair.
 __device__ __forceinline__ void lse_add(float& m, float& s, float v) {
   if (v == -INFINITY) return;
