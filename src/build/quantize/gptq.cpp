@@ -23,14 +23,14 @@ namespace {
 
 using quant_detail::Int4GroupParams;
 
-// U = upper Cholesky factor of A^-1 for A = H_perm + damp I, through the reversed matrix: if
-// J A J = L L^T (J reverses the order) then A = (J L J)(J L J)^T with J L J upper, and
-// A^-1 = U^T U for U = (J L J)^-1 = J L^-1 J, upper. One Cholesky and one triangular inverse.
 // GptqOptions' damping of one diagonal entry v of H (mean_diag: the mean of H's diagonal).
 double damped_diagonal(double v, double mean_diag, double damp, bool relative) {
   return v + damp * (relative ? std::max(v, 1e-3 * mean_diag) : mean_diag);
 }
 
+// U = upper Cholesky factor of A^-1 for A = H_perm + damp I, through the reversed matrix: if
+// J A J = L L^T (J reverses the order) then A = (J L J)(J L J)^T with J L J upper, and
+// A^-1 = U^T U for U = (J L J)^-1 = J L^-1 J, upper. One Cholesky and one triangular inverse.
 Result<std::vector<float>> inverse_hessian_factor(const std::vector<float>& hessian, const std::vector<int64_t>& perm,
                                                   const std::vector<char>& dead, int64_t k, double damp,
                                                   bool relative) {
