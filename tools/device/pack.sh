@@ -24,5 +24,5 @@ for b in "$tmp"/anvil*; do
   done
 done
 strip --strip-unneeded "$tmp"/anvil* 2>/dev/null || true
-tar cJf "$out" -C "$tmp" .
+XZ_OPT=${XZ_OPT:--9e} tar cJf "$out" -C "$tmp" .
 ls -la "$out"
